@@ -1,0 +1,29 @@
+"""smsbridge: SMSMobileAPI's REST and SOAP dialects in front of the SMS backend the operator chose."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app import health, runtime
+from app.backends import build_backend
+from app.config import Settings
+from app.fronts import rest, soap
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the bridge: settings from SMSBRIDGE_* (then `overrides`), backend, fronts, errors."""
+    settings = Settings.from_env(overrides=overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    runtime.init_app(app, settings, build_backend(settings))
+    rest.register_error_handlers(app)
+    app.register_blueprint(rest.bp)
+    soap.init_app(app, settings.public_url)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,127 @@
+"""Every SMSBRIDGE_* setting, named once, typed and validated at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bridge's configuration; build it with `Settings.from_env`."""
+
+    backend: str = "sandbox"
+    smsmobileapi_url: str = "https://api.smsmobileapi.com"
+    mobsms_url: str = "https://api.mobsms.cloud"
+    public_url: str = "http://localhost:8080"
+    data_dir: Path = Path("data")
+    connect_timeout: float = 3.0
+    read_timeout: float = 7.0
+    upstream_ca_bundle: str | None = None
+    upstream_pool_size: int = 32
+    max_body_bytes: int = 256 * 1024
+    sandbox_api_keys: frozenset[str] = field(default_factory=frozenset)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Read SMSBRIDGE_* variables, apply `overrides` (field names), validate, or raise ConfigError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _PARSERS.get(f.name, _text)(f.name, raw.strip())
+        for name, value in (overrides or {}).items():
+            if name not in _FIELD_NAMES:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid setting."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"{env_name('backend')}={self.backend!r}: expected one of {', '.join(BACKENDS)}"
+            )
+        for name in ("smsmobileapi_url", "mobsms_url", "public_url"):
+            _check_base_url(name, getattr(self, name))
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 300:
+                raise ConfigError(f"{env_name(name)}={value}: expected seconds in (0, 300]")
+        if self.upstream_pool_size < 1:
+            raise ConfigError(f"{env_name('upstream_pool_size')} must be at least 1")
+        if self.max_body_bytes < 4096:
+            raise ConfigError(f"{env_name('max_body_bytes')} must be at least 4096")
+        if self.upstream_ca_bundle and not Path(self.upstream_ca_bundle).is_file():
+            raise ConfigError(f"{env_name('upstream_ca_bundle')}={self.upstream_ca_bundle!r}: no such file")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"{env_name('log_level')}={self.log_level!r}: expected DEBUG, INFO, WARNING or ERROR"
+            )
+
+
+ENV_PREFIX = "SMSBRIDGE_"
+_FIELD_NAMES = {f.name for f in dataclasses.fields(Settings)}
+
+
+def env_name(field_name: str) -> str:
+    """Return the environment variable that sets `field_name`."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name(name)}={raw!r}: expected a number of seconds") from None
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name(name)}={raw!r}: expected a whole number") from None
+
+
+def _key_set(name: str, raw: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+_PARSERS = {
+    "backend": lambda name, raw: raw.lower(),
+    "data_dir": lambda name, raw: Path(raw),
+    "connect_timeout": _number,
+    "read_timeout": _number,
+    "upstream_pool_size": _integer,
+    "max_body_bytes": _integer,
+    "sandbox_api_keys": _key_set,
+}
+
+
+def _check_base_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{env_name(name)}={url!r}: expected an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{env_name(name)}={url!r}: a base URL has no query or fragment")

@@ -1,0 +1,134 @@
+"""The bridge's errors: what went wrong, in words a caller understands, independent of any dialect.
+
+Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); backends raise them.
+
+    BridgeError
+    ├── CallerError                 the request itself is wrong: REST 400, SOAP Client.*
+    │   ├── MissingParameter
+    │   ├── InvalidParameter
+    │   ├── InvalidRecipient
+    │   ├── MessageTooLong
+    │   ├── UnsupportedByBackend
+    │   └── BodyTooLarge            REST 413
+    ├── CredentialRefused           the key is unknown or refused: REST 403, SOAP Client.KeyRefused
+    ├── NotAllowed                  the key is valid but may not do this: REST 403, SOAP Client.NotAllowed
+    ├── UpstreamRateLimited         the backend said "too many": REST 429 + Retry-After
+    └── BackendError                the backend's trouble, not the caller's: SOAP Server.*
+        ├── NoDeviceAvailable       no phone can send now (the vendor answers 200)
+        ├── BackendUnreachable      nothing reached the backend: safe to try again
+        ├── BackendTimeout          it did not answer in time: outcome unknown
+        ├── BackendConnectionLost   the connection broke mid-call: outcome unknown
+        ├── BackendFailed           it answered with a server error
+        └── BackendBadAnswer        it answered something the bridge cannot read
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.vocabulary import UpstreamReply
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge reports to a caller."""
+
+    #: stable number in `result.error`; never 0, which means success
+    code: int = 1
+    #: stable name in `result.error_code` and in SOAP fault codes
+    name: str = "error"
+    http_status: int = 400
+    fault_prefix: str = "Client"
+    retry_after: int | None = None
+
+    def __init__(self, note: str, *, reference: str | None = None) -> None:
+        super().__init__(note)
+        self.note = note
+        #: an id the caller can use to check the outcome later, when there is one
+        self.reference = reference
+        #: the upstream's own answer, for a passthrough front to return unchanged
+        self.verbatim: UpstreamReply | None = None
+
+    @property
+    def fault_code(self) -> str:
+        """SOAP 1.1 fault code, `Client.*` or `Server.*`."""
+        return f"{self.fault_prefix}.{_camel(self.name)}"
+
+
+class CallerError(BridgeError):
+    """The request is wrong; sending it again unchanged will fail again."""
+
+
+class MissingParameter(CallerError):
+    code, name = 10, "missing_parameter"
+
+
+class InvalidParameter(CallerError):
+    code, name = 11, "invalid_parameter"
+
+
+class InvalidRecipient(CallerError):
+    code, name = 12, "invalid_recipient"
+
+
+class MessageTooLong(CallerError):
+    code, name = 13, "message_too_long"
+
+
+class UnsupportedByBackend(CallerError):
+    code, name = 14, "unsupported_by_backend"
+
+
+class BodyTooLarge(CallerError):
+    code, name, http_status = 15, "body_too_large", 413
+
+
+class CredentialRefused(BridgeError):
+    code, name, http_status = 20, "key_refused", 403
+
+
+class NotAllowed(BridgeError):
+    code, name, http_status = 21, "not_allowed", 403
+
+
+class UpstreamRateLimited(BridgeError):
+    code, name, http_status = 29, "rate_limited", 429
+
+    def __init__(self, note: str, *, retry_after: int | None = None) -> None:
+        super().__init__(note)
+        self.retry_after = retry_after
+
+
+class BackendError(BridgeError):
+    """The backend's trouble, not the caller's."""
+
+    fault_prefix = "Server"
+    http_status = 502
+
+
+class NoDeviceAvailable(BackendError):
+    code, name, http_status = 30, "no_device_available", 200
+
+
+class BackendUnreachable(BackendError):
+    code, name = 31, "backend_unreachable"
+
+
+class BackendTimeout(BackendError):
+    code, name, http_status = 32, "backend_timeout", 504
+
+
+class BackendConnectionLost(BackendError):
+    code, name = 35, "backend_connection_lost"
+
+
+class BackendFailed(BackendError):
+    code, name = 33, "backend_failed"
+
+
+class BackendBadAnswer(BackendError):
+    code, name = 34, "backend_bad_answer"
+
+
+def _camel(snake: str) -> str:
+    return "".join(part.capitalize() for part in snake.split("_"))

@@ -1,0 +1,84 @@
+"""SMSMobileAPI's vocabulary, shared by its REST and SOAP fronts: send results and error results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app.errors import BridgeError, MissingParameter
+from app.vocabulary import SendReceipt
+
+#: the fields of a send result, in the docs' order; SOAP answers carry exactly these
+RESULT_FIELDS = (
+    "error",
+    "sent",
+    "id",
+    "note",
+    "datetime",
+    "datetimeLocal",
+    "port",
+    "iac_control",
+    "iac_authorized",
+    "send_with_whatsapp",
+    "encrypted",
+    "trial_account",
+)
+
+
+def split_recipients(raw: str) -> tuple[str, ...]:
+    """Split the comma-separated `recipients` parameter; raise MissingParameter if none is left."""
+    recipients = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not recipients:
+        raise MissingParameter("recipients is missing: give one phone number or several, comma-separated")
+    return recipients
+
+
+def require(name: str, value: str | None) -> str:
+    """Return `value`, or raise MissingParameter naming the parameter."""
+    if value is None or value == "":
+        raise MissingParameter(f"{name} is missing")
+    return value
+
+
+def send_result(receipt: SendReceipt) -> dict:
+    """Return the `result` object of a successful send."""
+    if receipt.upstream_fields is not None:
+        return dict(receipt.upstream_fields)
+    utc, local = _now()
+    result = {
+        "error": 0,
+        "sent": "1",
+        "id": receipt.message_ids[0],
+        "note": receipt.note,
+        "datetime": utc,
+        "datetimeLocal": local,
+        "port": int(receipt.port) if receipt.port else None,
+        "iac_control": "1",
+        "iac_authorized": "1",
+        "send_with_whatsapp": "1" if receipt.via_whatsapp else "0",
+        "encrypted": {"status": "1" if receipt.encrypted else "0"},
+        "trial_account": {"status": "0", "sms_sent": 0},
+    }
+    if len(receipt.message_ids) > 1:
+        # Beyond the docs: one id per recipient, in the order the recipients were given.
+        result["ids"] = list(receipt.message_ids)
+    return result
+
+
+def error_result(error: BridgeError) -> dict:
+    """Return the `result` object that reports `error`."""
+    utc, local = _now()
+    result: dict = {
+        "error": error.code,
+        "error_code": error.name,
+        "sent": "0",
+        "id": error.reference or "",
+        "note": error.note,
+        "datetime": utc,
+        "datetimeLocal": local,
+    }
+    return result
+
+
+def _now() -> tuple[str, str]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.astimezone().isoformat()

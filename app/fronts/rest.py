@@ -1,0 +1,154 @@
+"""The SMSMobileAPI REST dialect: `/sendsms/` by GET or POST, answered with `{"result": {...}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter
+from app.fronts.dialect import error_result, require, send_result, split_recipients
+from app.runtime import runtime
+from app.vocabulary import (
+    Credential,
+    CredentialSource,
+    HttpCall,
+    SendOptions,
+    SendRequest,
+    UpstreamReply,
+)
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("rest", __name__)
+
+
+@bp.route("/sendsms/", methods=["GET", "POST"], strict_slashes=False)
+def sendsms() -> Response:
+    """Send an SMS (or WhatsApp) to one or more comma-separated recipients."""
+    params = parameters()
+    send = SendRequest(
+        credential=credential(),
+        recipients=split_recipients(params.get("recipients", "")),
+        message=require("message", params.get("message")),
+        options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
+        http=http_call(),
+    )
+    receipt = runtime().backend.send(send)
+    if receipt.verbatim is not None:
+        return verbatim(receipt.verbatim)
+    return jsonify(result=send_result(receipt))
+
+
+def parameters() -> dict[str, str]:
+    """Return the call's parameters: the query string, then the form or JSON body over it."""
+    params = request.args.to_dict()
+    params.update(_body().items())
+    return params
+
+
+def credential() -> Credential:
+    """Return the caller's credential: `apikey` from the body or query, else a Bearer token."""
+    body_key = _body().get("apikey")
+    if body_key:
+        return Credential(body_key, CredentialSource.FORM)
+    query_key = request.args.get("apikey")
+    if query_key:
+        return Credential(query_key, CredentialSource.QUERY)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return Credential(token.strip(), CredentialSource.BEARER)
+    raise MissingParameter(
+        "apikey is missing: pass apikey=YOUR_API_KEY or the header Authorization: Bearer TOKEN"
+    )
+
+
+def http_call() -> HttpCall:
+    """Return the call as the caller made it, without its credential, for a passthrough."""
+    return HttpCall(
+        method=request.method,
+        path=request.path,
+        query=tuple((k, v) for k, v in request.args.items(multi=True) if k != "apikey"),
+        form=tuple((k, v) for k, v in _body().items() if k != "apikey"),
+    )
+
+
+def verbatim(reply: UpstreamReply) -> Response:
+    """Return an upstream's answer unchanged: status, body and its type."""
+    response = Response(reply.body, status=reply.status, content_type=reply.content_type)
+    for name, value in reply.headers:
+        response.headers[name] = value
+    return response
+
+
+def _body() -> dict[str, str]:
+    """Return the form body, or the fields of a JSON object body (as axios posts by default)."""
+    if request.form:
+        return request.form.to_dict()
+    if request.is_json:
+        document = request.get_json(silent=True)
+        if isinstance(document, dict):
+            return {
+                str(k): "" if v is None else str(v)
+                for k, v in document.items()
+                if isinstance(v, (str, int, float)) or v is None
+            }
+    return {}
+
+
+def error_response(error: BridgeError) -> Response:
+    """Answer `error` in the dialect: the `result` legacy clients read, plus the OpenAPI error."""
+    if error.verbatim is not None:
+        return verbatim(error.verbatim)
+    response = jsonify(result=error_result(error), error=error.code, message=error.note)
+    response.status_code = error.http_status
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+class _NoSuchEndpoint(CallerError):
+    code, name, http_status = 40, "not_found", 404
+
+
+class _MethodNotAllowed(CallerError):
+    code, name, http_status = 41, "method_not_allowed", 405
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Make every error, expected or not, an answer in the SMSMobileAPI dialect."""
+
+    @app.errorhandler(BridgeError)
+    def bridge_error(error: BridgeError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        if isinstance(error, RequestEntityTooLarge):
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            return error_response(BodyTooLarge(f"the request body is over {limit} bytes"))
+        if error.code == 404:
+            return error_response(_NoSuchEndpoint(f"no such endpoint: {request.path}"))
+        if error.code == 405:
+            return error_response(_MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
+        bad = CallerError(error.description or error.name)
+        bad.http_status = error.code or 400
+        return error_response(bad)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = jsonify(
+            result={
+                "error": 99,
+                "error_code": "internal_error",
+                "sent": "0",
+                "id": "",
+                "note": "smsbridge failed unexpectedly; the operator's log has the details",
+            },
+            error=99,
+            message="internal error",
+        )
+        response.status_code = 500
+        return response

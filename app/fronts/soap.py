@@ -1,0 +1,208 @@
+"""The SMSMobileAPI SOAP dialect: `sendSms(recipients, message, apikey)`, served by spyne in a Flask view.
+
+Running spyne inside a view (not as WSGI middleware) puts SOAP behind everything Flask applies to a
+request: body size limit, error handlers, and later rate limits and the request log. The WSDL is the
+file `wsdl/sendsms.wsdl`, with its address set once from SMSBRIDGE_PUBLIC_URL, never from the Host
+header.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Flask, Response, current_app, request
+from lxml import etree
+from spyne import Application, ComplexModel, Integer, ServiceBase, Unicode, rpc
+from spyne.model.fault import Fault
+from spyne.protocol.soap import Soap11
+from spyne.server.wsgi import WsgiApplication
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.errors import BridgeError
+from app.fronts.dialect import RESULT_FIELDS, require, send_result, split_recipients
+from app.runtime import runtime
+from app.vocabulary import Credential, CredentialSource, SendRequest
+
+log = logging.getLogger(__name__)
+
+TNS = "urn:smsbridge:sendsms"
+WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "sendsms.wsdl"
+WSDL_PATH = "/sendsms/wsdl/sendsms.wsdl"
+ENDPOINT_PATH = "/sendsms/soap/"
+_SOAP11_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+bp = Blueprint("soap", __name__)
+
+
+class Encrypted(ComplexModel):
+    """`result.encrypted`."""
+
+    __namespace__ = TNS
+    _type_info = (("status", Unicode),)
+
+
+class TrialAccount(ComplexModel):
+    """`result.trial_account`."""
+
+    __namespace__ = TNS
+    _type_info = (("status", Unicode), ("sms_sent", Integer))
+
+
+_RESULT_TYPES = {"encrypted": Encrypted, "trial_account": TrialAccount}
+
+
+class SendSmsService(ServiceBase):
+    """The vendor's SOAP service: one operation, sendSms."""
+
+    # The single message part must be named "parameters", or nusoap (wsdl=true) sends an empty
+    # <sendSms/> and reports nothing.
+    @rpc(
+        Unicode,
+        Unicode,
+        Unicode,
+        _returns=tuple(_RESULT_TYPES.get(name, Unicode) for name in RESULT_FIELDS),
+        _out_variable_names=RESULT_FIELDS,
+        _wsdl_part_name="parameters",
+    )
+    def sendSms(ctx, recipients, message, apikey):  # noqa: N802, N805 (the WSDL's names)
+        """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
+        try:
+            send = SendRequest(
+                credential=Credential(require("apikey", apikey), CredentialSource.SOAP),
+                recipients=split_recipients(recipients or ""),
+                message=require("message", message),
+            )
+            result = send_result(runtime().backend.send(send))
+        except BridgeError as error:
+            raise Fault(faultcode=error.fault_code, faultstring=error.note) from None
+        except Exception:
+            log.exception("unexpected error in SOAP sendSms")
+            raise Fault(
+                faultcode="Server.InternalError",
+                faultstring="smsbridge failed unexpectedly; the operator's log has the details",
+            ) from None
+        return tuple(_soap_value(name, result.get(name)) for name in RESULT_FIELDS)
+
+
+def _soap_value(name: str, value: object) -> object:
+    model = _RESULT_TYPES.get(name)
+    if model is not None:
+        return model(**value) if isinstance(value, dict) else None
+    return None if value is None else str(value)
+
+
+def build_soap_app() -> WsgiApplication:
+    """Return spyne's WSGI application for the service."""
+    application = Application(
+        [SendSmsService],
+        tns=TNS,
+        name="sendsms",
+        in_protocol=Soap11(validator="soft"),
+        out_protocol=Soap11(),
+    )
+    return WsgiApplication(application)
+
+
+def build_wsdl(public_url: str) -> bytes:
+    """Return the contract with its soap:address pointing at `public_url`."""
+    tree = etree.parse(str(WSDL_FILE), etree.XMLParser(resolve_entities=False, no_network=True))
+    for address in tree.iter(f"{{{_SOAP11_NS}}}address"):
+        address.set("location", public_url.rstrip("/") + ENDPOINT_PATH)
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+
+
+@bp.get(WSDL_PATH)
+@bp.get(ENDPOINT_PATH, strict_slashes=False)
+def wsdl() -> Response:
+    """Serve the WSDL."""
+    return Response(_state().wsdl, content_type="text/xml; charset=utf-8")
+
+
+@bp.post(WSDL_PATH)
+@bp.post(ENDPOINT_PATH, strict_slashes=False)
+def endpoint() -> Response:
+    """Serve a SOAP call (also at the WSDL's own URL, where nusoap posts when wsdl=false)."""
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        limit = runtime().settings.max_body_bytes
+        return fault_response("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
+    if _DTD.search(body):
+        return fault_response("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
+    body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
+    environ = dict(request.environ)
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ["CONTENT_TYPE"] = content_type
+    return Response.from_app(_state().soap_app, environ)
+
+
+def fault_response(code: str, string: str) -> Response:
+    """Return a SOAP 1.1 Fault made by the bridge itself, before spyne has read the request."""
+    envelope = (
+        "<?xml version='1.0' encoding='UTF-8'?>"
+        '<soap11env:Envelope xmlns:soap11env="http://schemas.xmlsoap.org/soap/envelope/">'
+        "<soap11env:Body><soap11env:Fault>"
+        f"<faultcode>soap11env:{escape(code)}</faultcode>"
+        f"<faultstring>{escape(string)}</faultstring>"
+        "</soap11env:Fault></soap11env:Body></soap11env:Envelope>"
+    )
+    return Response(envelope, status=500, content_type="text/xml; charset=utf-8")
+
+
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_LATIN1 = re.compile(r"iso-8859-1|latin-?1", re.IGNORECASE)
+_XML_DECL_ENCODING = re.compile(rb"""^(<\?xml[^>]*?encoding\s*=\s*["'])([^"']+)(["'])""")
+
+
+def repair_declared_latin1(body: bytes, content_type: str) -> tuple[bytes, str]:
+    """Relabel as UTF-8 a body declared ISO-8859-1 whose bytes are UTF-8, and say so.
+
+    nusoap (soap_defencoding's default) declares ISO-8859-1 but sends PHP's strings as they are,
+    which is UTF-8: read as declared, every non-ASCII character would arrive as mojibake. A body
+    whose high bytes do not decode as UTF-8 really is Latin-1 and is left alone.
+    """
+    match = _XML_DECL_ENCODING.match(body)
+    declared = match.group(2).decode("ascii", "replace") if match else content_type
+    if not _LATIN1.search(declared) or body.isascii():
+        return body, content_type
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body, content_type
+    if match:
+        body = _XML_DECL_ENCODING.sub(rb"\1UTF-8\3", body, count=1)
+    return body, _LATIN1.sub("utf-8", content_type)
+
+
+class _SoapState:
+    def __init__(self, public_url: str) -> None:
+        self.wsdl = build_wsdl(public_url)
+        self.soap_app = build_soap_app()
+
+
+def init_app(app: Flask, public_url: str) -> None:
+    """Build the WSDL and spyne's application once, and register the routes."""
+    app.extensions["smsbridge.soap"] = _SoapState(public_url)
+    app.register_blueprint(bp)
+    # spyne logs every fault with a traceback, and warns on each answer that its response class is
+    # "customized": the caller's faults are answers, not the operator's errors, and unexpected errors
+    # are logged by sendSms itself.
+    for name, level in _QUIET_SPYNE_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+_QUIET_SPYNE_LOGGERS = {
+    "spyne.application.client": logging.CRITICAL,
+    "spyne.application.server": logging.CRITICAL,
+    "spyne.model.complex": logging.ERROR,
+    "spyne.application": logging.WARNING,
+}
+
+
+def _state() -> _SoapState:
+    return current_app.extensions["smsbridge.soap"]

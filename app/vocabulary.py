@@ -1,0 +1,109 @@
+"""The internal vocabulary fronts and backends share: what a caller asked for and what came of it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class CredentialSource(Enum):
+    """Where the caller put its credential, so a passthrough puts it back in the same place."""
+
+    QUERY = "query"
+    FORM = "form"
+    BEARER = "bearer"
+    SOAP = "soap"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The caller's API key or token; `repr` never shows it."""
+
+    secret: str = field(repr=False)
+    source: CredentialSource
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a short, stable, non-reversible name for the key, fit for logs and storage."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """A REST call as the caller made it, minus its credential: what a passthrough forwards."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    form: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """The optional SMSMobileAPI send parameters, as the caller wrote them ("" when absent)."""
+
+    port: str = ""
+    shorturl: str = ""
+    sIdentifiant: str = ""
+    sendwa: str = ""
+    sendsms: str = ""
+    encrypt_message: str = ""
+    schedule_timestamp: str = ""
+    waonly: str = ""
+    url_media: str = ""
+    pdf_with_image: str = ""
+    url_media_shorted: str = ""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Return the parameter names, in the docs' order."""
+        return tuple(cls.__dataclass_fields__)
+
+    @property
+    def via_whatsapp(self) -> bool:
+        """Whether the caller asked for WhatsApp, alone or besides SMS."""
+        return self.sendwa == "1" or self.waonly.lower() == "yes"
+
+    @property
+    def via_sms(self) -> bool:
+        """Whether an SMS is to go out (not blocked by `sendsms=0`, not WhatsApp only)."""
+        return self.sendsms != "0" and self.waonly.lower() != "yes"
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One send: a text to one or more recipients, with the caller's options."""
+
+    credential: Credential
+    recipients: tuple[str, ...]
+    message: str = field(repr=False)
+    options: SendOptions = field(default_factory=SendOptions)
+    #: the REST call as made, for a backend that forwards it verbatim; None for SOAP
+    http: HttpCall | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """An upstream HTTP answer kept byte for byte, for a passthrough."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    """What came of a send that the backend accepted."""
+
+    #: one message id per recipient, in the order of `SendRequest.recipients`
+    message_ids: tuple[str, ...]
+    note: str
+    port: str | None = None
+    via_whatsapp: bool = False
+    encrypted: bool = False
+    #: the backend's own result fields in SMSMobileAPI's vocabulary, when it speaks it
+    upstream_fields: dict | None = None
+    #: the backend's answer byte for byte, when the caller should get it unchanged
+    verbatim: UpstreamReply | None = None
