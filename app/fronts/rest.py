@@ -70,7 +70,7 @@ def http_call() -> HttpCall:
         method=request.method,
         path=request.path,
         query=tuple((k, v) for k, v in request.args.items(multi=True) if k != "apikey"),
-        form=tuple((k, v) for k, v in _body().items() if k != "apikey"),
+        form=tuple((k, v) for k, v in _body_pairs() if k != "apikey"),
     )
 
 
@@ -83,18 +83,26 @@ def verbatim(reply: UpstreamReply) -> Response:
 
 
 def _body() -> dict[str, str]:
-    """Return the form body, or the fields of a JSON object body (as axios posts by default)."""
+    """Return the body's parameters (the first value of each)."""
+    body: dict[str, str] = {}
+    for name, value in _body_pairs():
+        body.setdefault(name, value)
+    return body
+
+
+def _body_pairs() -> list[tuple[str, str]]:
+    """Return the form body's pairs in order, or a JSON object body's fields (as axios posts)."""
     if request.form:
-        return request.form.to_dict()
+        return list(request.form.items(multi=True))
     if request.is_json:
         document = request.get_json(silent=True)
         if isinstance(document, dict):
-            return {
-                str(k): "" if v is None else str(v)
+            return [
+                (str(k), "" if v is None else str(v))
                 for k, v in document.items()
                 if isinstance(v, (str, int, float)) or v is None
-            }
-    return {}
+            ]
+    return []
 
 
 def error_response(error: BridgeError) -> Response:

@@ -16,6 +16,8 @@ class FakeMobsms(FakeUpstream):
     def __init__(self) -> None:
         self.no_device = False
         self.next_reply: Reply | None = None
+        #: every message it queued, as it answered them
+        self.queued: list[dict] = []
         self._ids = itertools.count(101)
         super().__init__()
 
@@ -43,7 +45,7 @@ class FakeMobsms(FakeUpstream):
         return Reply.json(201, {"success": True, "message": "Bulk SMS queued", "data": queued})
 
     def _queued(self, number: str) -> dict:
-        return {
+        message = {
             "id": next(self._ids),
             "message_id": str(uuid.uuid4()),
             "recipient_number": number,
@@ -52,3 +54,5 @@ class FakeMobsms(FakeUpstream):
             "is_charged": False,
             "direction": "outbound",
         }
+        self.queued.append(message)
+        return message
