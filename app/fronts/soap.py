@@ -37,6 +37,11 @@ _SOAP11_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
 
 bp = Blueprint("soap", __name__)
 
+_INTERNAL_ERROR = (
+    "Server.InternalError",
+    "smsbridge failed unexpectedly; the operator's log has the details",
+)
+
 
 class Encrypted(ComplexModel):
     """`result.encrypted`."""
@@ -81,10 +86,7 @@ class SendSmsService(ServiceBase):
             raise Fault(faultcode=error.fault_code, faultstring=error.note) from None
         except Exception:
             log.exception("unexpected error in SOAP sendSms")
-            raise Fault(
-                faultcode="Server.InternalError",
-                faultstring="smsbridge failed unexpectedly; the operator's log has the details",
-            ) from None
+            raise Fault(*_INTERNAL_ERROR) from None
         return tuple(_soap_value(name, result.get(name)) for name in RESULT_FIELDS)
 
 
@@ -131,6 +133,8 @@ def endpoint() -> Response:
     except RequestEntityTooLarge:
         limit = runtime().settings.max_body_bytes
         return fault_response("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
+    if not body.strip():
+        return fault_response("Client.InvalidXml", "the request has no SOAP envelope")
     if _DTD.search(body):
         return fault_response("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
     body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
@@ -138,7 +142,11 @@ def endpoint() -> Response:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["CONTENT_TYPE"] = content_type
-    return Response.from_app(_state().soap_app, environ)
+    try:
+        return Response.from_app(_state().soap_app, environ)
+    except Exception:
+        log.exception("spyne failed on a SOAP request")
+        return fault_response(*_INTERNAL_ERROR)
 
 
 def fault_response(code: str, string: str) -> Response:
