@@ -1,0 +1,135 @@
+"""End to end: `gunicorn -c gunicorn.conf.py wsgi:app`, as the README runs it, sending through mobsms."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import zeep
+
+from tests.conftest import UNICODE_TEXT
+from tests.fakes.mobsms import FakeMobsms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """The bridge served by gunicorn in a child process, with its output kept for assertions."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        full_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
+            "SMSBRIDGE_BIND": f"127.0.0.1:{port}",
+            "SMSBRIDGE_PUBLIC_URL": self.url,
+            **env,
+        }
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, log.read_text()
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not start:\n" + log.read_text())
+
+    def stop(self) -> str:
+        """Stop gunicorn gracefully and return everything it printed."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._out.close()
+        return self.log.read_text()
+
+
+@pytest.fixture
+def gunicorn_mobsms(fake_mobsms: FakeMobsms, tmp_path: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(
+        {
+            "SMSBRIDGE_BACKEND": "mobsms",
+            "SMSBRIDGE_MOBSMS_URL": fake_mobsms.url,
+            "SMSBRIDGE_DATA_DIR": str(tmp_path),
+        },
+        tmp_path / "gunicorn.log",
+    )
+    yield server
+    server.stop()
+
+
+def test_rest_and_soap_send_through_gunicorn(gunicorn_mobsms: Gunicorn, fake_mobsms: FakeMobsms) -> None:
+    rest = requests.get(
+        gunicorn_mobsms.url + "/sendsms/",
+        params={"apikey": "mobsms-key-1", "recipients": "+32470000001", "message": "Hello from REST"},
+        timeout=10,
+    )
+    assert rest.status_code == 200
+    assert rest.json()["result"]["sent"] == "1"
+    assert rest.json()["result"]["id"] == fake_mobsms.queued[-1]["message_id"]
+
+    client = zeep.Client(gunicorn_mobsms.url + "/sendsms/wsdl/sendsms.wsdl")
+    soap = client.service.sendSms(recipients="+32470000002", message=UNICODE_TEXT, apikey="mobsms-key-1")
+    assert soap["sent"] == "1"
+    assert soap["id"] == fake_mobsms.queued[-1]["message_id"]
+
+    assert [r.json for r in fake_mobsms.received] == [
+        {"message": "Hello from REST", "recipient_number": "+32470000001"},
+        {"message": UNICODE_TEXT, "recipient_number": "+32470000002"},
+    ]
+    output = gunicorn_mobsms.stop()
+    assert '"GET /sendsms/ HTTP/1.1" 200' in output
+    assert "mobsms-key-1" not in output
+    assert "Hello from REST" not in output
+
+
+def test_the_default_backend_is_the_sandbox(tmp_path: Path) -> None:
+    server = Gunicorn({"SMSBRIDGE_DATA_DIR": str(tmp_path)}, tmp_path / "gunicorn.log")
+    try:
+        response = requests.post(
+            server.url + "/sendsms",
+            data={"apikey": "any-key", "recipients": "+32470000001", "message": "Hi"},
+            timeout=10,
+        )
+        assert response.json()["result"]["sent"] == "1"
+        assert "smsbridge sandbox" in response.json()["result"]["note"]
+    finally:
+        server.stop()
+    assert (tmp_path / "sandbox.sqlite3").exists()
+
+
+def test_an_invalid_configuration_stops_gunicorn_with_a_clear_message(tmp_path: Path) -> None:
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env={**os.environ, "SMSBRIDGE_BACKEND": "twilio", "SMSBRIDGE_BIND": f"127.0.0.1:{free_port()}"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    assert process.returncode != 0
+    assert "SMSBRIDGE_BACKEND='twilio': expected one of sandbox, smsmobileapi, mobsms" in log.read_text()
