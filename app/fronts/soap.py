@@ -197,19 +197,11 @@ def init_app(app: Flask, public_url: str) -> None:
     """Build the WSDL and spyne's application once, and register the routes."""
     app.extensions["smsbridge.soap"] = _SoapState(public_url)
     app.register_blueprint(bp)
-    # spyne logs every fault with a traceback, and warns on each answer that its response class is
-    # "customized": the caller's faults are answers, not the operator's errors, and unexpected errors
-    # are logged by sendSms itself.
-    for name, level in _QUIET_SPYNE_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
-
-
-_QUIET_SPYNE_LOGGERS = {
-    "spyne.application.client": logging.CRITICAL,
-    "spyne.application.server": logging.CRITICAL,
-    "spyne.model.complex": logging.ERROR,
-    "spyne.application": logging.WARNING,
-}
+    # spyne logs every fault with a traceback (ERROR, on spyne.application and its children) and warns
+    # on each answer that its response class is "customized". A fault is an answer, not the operator's
+    # error; sendSms logs what is unexpected itself.
+    logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
+    logging.getLogger("spyne.model.complex").setLevel(logging.ERROR)
 
 
 def _state() -> _SoapState:
