@@ -47,15 +47,24 @@ class Gunicorn:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            self._out.close()
+            raise
+
+    def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, log.read_text()
+            assert self.process.poll() is None, self.log.read_text()
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
-        raise AssertionError("gunicorn did not start:\n" + log.read_text())
+        raise AssertionError("gunicorn did not start:\n" + self.log.read_text())
 
     def stop(self) -> str:
         """Stop gunicorn gracefully and return everything it printed."""
