@@ -47,6 +47,7 @@ def _fresh_fakes(fake_vendor: FakeSmsMobileApi, fake_mobsms: FakeMobsms) -> None
     fake_mobsms.queued.clear()
     fake_mobsms.no_device = False
     fake_mobsms.next_reply = None
+    fake_mobsms.reset_state()
 
 
 @pytest.fixture(scope="session")
