@@ -32,6 +32,7 @@ class Settings:
     upstream_pool_size: int = 32
     max_body_bytes: int = 256 * 1024
     sandbox_api_keys: frozenset[str] = field(default_factory=frozenset)
+    mobsms_max_pages: int = 20
     log_level: str = "INFO"
 
     @classmethod
@@ -65,6 +66,8 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value <= 300:
                 raise ConfigError(f"{env_name(name)}={value}: expected seconds in (0, 300]")
+        if not 1 <= self.mobsms_max_pages <= 1000:
+            raise ConfigError(f"{env_name('mobsms_max_pages')} must be between 1 and 1000")
         if self.upstream_pool_size < 1:
             raise ConfigError(f"{env_name('upstream_pool_size')} must be at least 1")
         if self.max_body_bytes < 4096:
@@ -114,6 +117,7 @@ _PARSERS = {
     "connect_timeout": _number,
     "read_timeout": _number,
     "upstream_pool_size": _integer,
+    "mobsms_max_pages": _integer,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }

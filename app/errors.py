@@ -9,7 +9,11 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   ├── InvalidRecipient
     │   ├── MessageTooLong
     │   ├── UnsupportedByBackend
-    │   └── BodyTooLarge            REST 413
+    │   ├── BodyTooLarge            REST 413
+    │   ├── UnknownMessage          REST 404
+    │   ├── UnknownDevice           REST 404
+    │   ├── NotResendable           REST 409: the message is not in an error state
+    │   └── SyncRequired            REST 409: WhatsApp messages are read after a synchronisation
     ├── CredentialRefused           the key is unknown or refused: REST 403, SOAP Client.KeyRefused
     ├── NotAllowed                  the key is valid but may not do this: REST 403, SOAP Client.NotAllowed
     ├── UpstreamRateLimited         the backend said "too many": REST 429 + Retry-After
@@ -81,6 +85,22 @@ class UnsupportedByBackend(CallerError):
 
 class BodyTooLarge(CallerError):
     code, name, http_status = 15, "body_too_large", 413
+
+
+class UnknownMessage(CallerError):
+    code, name, http_status = 16, "unknown_message", 404
+
+
+class UnknownDevice(CallerError):
+    code, name, http_status = 17, "unknown_device", 404
+
+
+class NotResendable(CallerError):
+    code, name, http_status = 18, "not_resendable", 409
+
+
+class SyncRequired(CallerError):
+    code, name, http_status = 19, "sync_required", 409
 
 
 class CredentialRefused(BridgeError):

@@ -25,8 +25,13 @@ class Credential:
 
     @property
     def fingerprint(self) -> str:
-        """Return a short, stable, non-reversible name for the key, fit for logs and storage."""
-        return hashlib.sha256(self.secret.encode()).hexdigest()[:12]
+        """Return a short, stable, non-reversible name for the key, fit for logs."""
+        return self.account[:12]
+
+    @property
+    def account(self) -> str:
+        """Return the name the bridge files this key's state under: its SHA-256, never the key."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class HttpCall:
     path: str
     query: tuple[tuple[str, str], ...]
     form: tuple[tuple[str, str], ...]
+    #: a body that is not a form (JSON, say), kept byte for byte, with its credential still inside
+    body: bytes | None = field(default=None, repr=False)
+    content_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,3 +115,60 @@ class SendReceipt:
     upstream_fields: dict | None = None
     #: the backend's answer byte for byte, when the caller should get it unchanged
     verbatim: UpstreamReply | None = None
+
+
+@dataclass(frozen=True)
+class SentSms:
+    """One message in the sent log."""
+
+    guid: str
+    recipient: str
+    message: str = field(repr=False)
+    #: when the bridge or backend queued it (UNIX seconds)
+    queued_at: int
+    #: "pending" (not yet sent by the phone), "sent", or "failed"
+    status: str = "pending"
+    sent_at: int | None = None
+    device: str = ""
+    port: int = 0
+    error_api: str = ""
+    error_mobile: str = ""
+    via_whatsapp: bool = False
+
+
+@dataclass(frozen=True)
+class ReceivedSms:
+    """One SMS (or WhatsApp message) received by a phone."""
+
+    id: int
+    guid: str
+    number: str
+    message: str = field(repr=False)
+    received_at: int
+    device: str = ""
+    alias: str | None = None
+    read: bool = False
+    #: for WhatsApp: "text" or "audio"
+    kind: str = "text"
+    contact: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A phone connected to the gateway."""
+
+    sid: str
+    label: str = ""
+    phone_number: str = ""
+    active: bool = True
+    last_seen: int | None = None
+    battery: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ResendReceipt:
+    """What came of resending a failed message."""
+
+    attempt: int
+    message_id: str = ""

@@ -96,6 +96,10 @@ def test_every_way_of_calling_sends_one_sms(
         assert fake_vendor.received[0].path == response.request.path
         assert got.method == response.request.method
         assert result["vendor_field_added_tomorrow"] == {"kept": True}
+        if call == "POST JSON (axios)":
+            # A JSON body is not a form: it is forwarded byte for byte, key and all.
+            assert got.headers["content-type"] == "application/json"
+            assert got.json == {"apikey": "vendor-key-1", "recipients": TO, "message": "Hi"}
 
 
 def test_passthrough_forwards_the_call_as_made_and_returns_the_answer_byte_for_byte(

@@ -7,8 +7,17 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from app.config import Settings
-from app.errors import InvalidParameter, InvalidRecipient
-from app.vocabulary import SendOptions, SendReceipt, SendRequest
+from app.errors import InvalidParameter, InvalidRecipient, UnsupportedByBackend
+from app.vocabulary import (
+    Credential,
+    Device,
+    ReceivedSms,
+    ResendReceipt,
+    SendOptions,
+    SendReceipt,
+    SendRequest,
+    SentSms,
+)
 
 
 class Backend(ABC):
@@ -16,6 +25,8 @@ class Backend(ABC):
 
     #: the value of SMSBRIDGE_BACKEND that selects this backend
     name: ClassVar[str]
+    #: True for a backend that speaks the dialect itself: calls are forwarded, not translated
+    passes_through: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -23,6 +34,73 @@ class Backend(ABC):
     @abstractmethod
     def send(self, request: SendRequest) -> SendReceipt:
         """Send `request`; return the receipt, or raise a BridgeError saying why not."""
+
+    # What follows is optional: a backend that cannot do it says so, and the caller is told which
+    # backend and which call. Lists are newest first; the fronts apply the dialect's filters.
+
+    def sent_log(self, credential: Credential, guid: str | None = None) -> list[SentSms]:
+        """Return the messages sent through the API (only `guid`, when given)."""
+        raise self.cannot("a log of sent SMS")
+
+    def resend(self, credential: Credential, guid: str) -> ResendReceipt:
+        """Send a failed message again; refuse one that did not fail."""
+        raise self.cannot("resending")
+
+    def delete_sent(self, credential: Credential, guids: list[str]) -> int:
+        """Delete these messages from the sent log; return how many were deleted."""
+        raise self.cannot("deleting from the sent log")
+
+    def sent_from_mobile(self, credential: Credential) -> list[SentSms]:
+        """Return the SMS the phones sent, by the API or by hand, as synchronised from them."""
+        raise self.cannot("a log of SMS sent from the phone itself")
+
+    def received(self, credential: Credential) -> list[ReceivedSms]:
+        """Return the SMS the phones received, with the bridge's read flags and aliases."""
+        raise self.cannot("received SMS")
+
+    def mark_read(self, credential: Credential, guid: str) -> None:
+        """Mark a received SMS as read (in the API's view only)."""
+        raise self.cannot("read flags")
+
+    def set_alias(self, credential: Credential, guid: str, alias: str) -> None:
+        """Set (or, with "", clear) the alias of a received SMS."""
+        raise self.cannot("aliases")
+
+    def devices(self, credential: Credential) -> list[Device]:
+        """Return the connected phones."""
+        raise self.cannot("a list of connected phones")
+
+    def update_device(self, credential: Credential, sid: str, label: str, phone_number: str | None) -> Device:
+        """Change a phone's label (and phone number, when given)."""
+        raise self.cannot("changing a phone's label")
+
+    def delete_device(self, credential: Credential, sid: str) -> None:
+        """Remove a phone and its history."""
+        raise self.cannot("removing a phone")
+
+    def whatsapp_sync(self, credential: Credential) -> int:
+        """Start a WhatsApp synchronisation; return when it expires (UNIX seconds)."""
+        raise self.cannot("WhatsApp")
+
+    def whatsapp_received(self, credential: Credential) -> list[ReceivedSms]:
+        """Return the WhatsApp messages received, once synchronised."""
+        raise self.cannot("WhatsApp")
+
+    def whatsapp_active(self, credential: Credential, statut: str) -> str:
+        """Read ("" ), set ("0", "1") or toggle ("x") WhatsApp sending; return the state."""
+        raise self.cannot("WhatsApp")
+
+    def whatsapp_check(self, credential: Credential, number: str) -> bool:
+        """Say whether `number` is on WhatsApp."""
+        raise self.cannot("WhatsApp")
+
+    def resend_whatsapp(self, credential: Credential, guid: str) -> ResendReceipt:
+        """Send a failed WhatsApp message again."""
+        raise self.cannot("WhatsApp")
+
+    def cannot(self, what: str) -> UnsupportedByBackend:
+        """Return the error for a call this backend has no way to answer."""
+        return UnsupportedByBackend(f"the {self.name} backend has no {what}")
 
     def close(self) -> None:  # noqa: B027 (most backends hold nothing to release)
         """Release what the backend holds (connections, files)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
+from urllib.parse import quote
 
 import requests
 
@@ -19,11 +21,23 @@ from app.errors import (
     MessageTooLong,
     NoDeviceAvailable,
     NotAllowed,
+    NotResendable,
+    UnknownMessage,
     UnsupportedByBackend,
     UpstreamRateLimited,
 )
+from app.store import StateStore
 from app.upstream import UpstreamHttp
-from app.vocabulary import SendOptions, SendReceipt, SendRequest
+from app.vocabulary import (
+    Credential,
+    Device,
+    ReceivedSms,
+    ResendReceipt,
+    SendOptions,
+    SendReceipt,
+    SendRequest,
+    SentSms,
+)
 
 MAX_MESSAGE_CHARS = 1600
 
@@ -51,6 +65,7 @@ class MobsmsBackend(Backend):
         super().__init__(settings)
         self.base_url = settings.mobsms_url.rstrip("/")
         self.http = http or UpstreamHttp(settings, self.name)
+        self.store = StateStore(settings.data_dir)
 
     def send(self, request: SendRequest) -> SendReceipt:
         """Queue the SMS with mobsms: one recipient with /api/sms, several with /api/sms/bulk."""
@@ -68,20 +83,158 @@ class MobsmsBackend(Backend):
             path, body["recipients"] = "/api/sms/bulk", _bulk_recipients(numbers, request.message)
         if request.options.sIdentifiant:
             body["device_id"] = request.options.sIdentifiant
+        data = self._call("POST", path, request.credential, body)
+        items = data if isinstance(data, list) else [data]
+        ids = _message_ids(items, len(numbers))
+        return SendReceipt(message_ids=ids, note=_note(items))
+
+    # --- history, translated ---------------------------------------------------------------------------
+
+    def sent_log(self, credential: Credential, guid: str | None = None) -> list[SentSms]:
+        """Read outbound messages from `GET /api/sms` (one message when `guid` is given)."""
+        if guid is not None:
+            message = self._message(credential, guid)
+            found = message is not None and message.get("direction", "outbound") == "outbound"
+            return [_sent_sms(message)] if found else []
+        return [_sent_sms(m) for m in self._pages(credential, "outbound")]
+
+    def received(self, credential: Credential) -> list[ReceivedSms]:
+        """Read inbound messages from `GET /api/sms`, with the bridge's read flags and aliases."""
+        flags = self.store.received_flags(credential.account)
+        received = []
+        for message in self._pages(credential, "inbound"):
+            guid = str(message.get("message_id") or message.get("id"))
+            read, alias = flags.get(guid, (False, None))
+            received.append(
+                ReceivedSms(
+                    id=int(message.get("id") or 0),
+                    guid=guid,
+                    number=str(message.get("sender_number") or ""),
+                    message=str(message.get("message") or ""),
+                    received_at=_unix(message.get("created_at")),
+                    device=_text(message.get("device_id")),
+                    alias=alias,
+                    read=read,
+                )
+            )
+        return received
+
+    def mark_read(self, credential: Credential, guid: str) -> None:
+        """Keep the read flag in the bridge's store: mobsms has none."""
+        self._inbound(credential, guid)
+        self.store.mark_read(credential.account, guid)
+
+    def set_alias(self, credential: Credential, guid: str, alias: str) -> None:
+        """Keep the alias in the bridge's store: mobsms has none."""
+        self._inbound(credential, guid)
+        self.store.set_alias(credential.account, guid, alias or None)
+
+    def resend(self, credential: Credential, guid: str) -> ResendReceipt:
+        """Send a failed message again, to the same number with the same text, and count the attempt."""
+        message = self._message(credential, guid)
+        if message is None or message.get("direction", "outbound") != "outbound":
+            raise UnknownMessage(f"no sent message has the guid {guid!r}")
+        copies = self.store.resends(credential.account, guid)
+        latest = self._message(credential, copies[-1]) if copies else message
+        status = str((latest or {}).get("status", "unknown"))
+        if status != "failed":
+            raise NotResendable(f"the message {guid} is not in an error state ({status}); it is not resent")
+        body = {"message": message.get("message", ""), "recipient_number": message.get("recipient_number")}
+        data = self._call("POST", "/api/sms", credential, body)
+        [new_id] = _message_ids([data], 1)
+        attempt = self.store.add_resend(credential.account, guid, new_id)
+        return ResendReceipt(attempt=attempt, message_id=new_id)
+
+    def delete_sent(self, credential: Credential, guids: list[str]) -> int:
+        """Delete each message with `DELETE /api/sms/{id}`; count those mobsms deleted."""
+        deleted = 0
+        for guid in guids:
+            if (
+                self._call("DELETE", f"/api/sms/{quote(guid, safe='')}", credential, missing_ok=True)
+                is not None
+            ):
+                deleted += 1
+        return deleted
+
+    def devices(self, credential: Credential) -> list[Device]:
+        """Read the phones from `GET /api/devices`."""
+        data = self._call("GET", "/api/devices", credential)
+        if not isinstance(data, list):
+            raise BackendBadAnswer("mobsms answered /api/devices without a list of devices")
+        return [
+            Device(
+                sid=_text(d.get("device_id") or d.get("id")),
+                label=_text(d.get("device_name")),
+                phone_number=_text(d.get("phone_number")),
+                active=bool(d.get("is_active", True)),
+            )
+            for d in data
+            if isinstance(d, dict)
+        ]
+
+    def cannot(self, what: str) -> UnsupportedByBackend:
+        """Say what mobsms lacks, and that the rest of the dialect still works."""
+        return UnsupportedByBackend(
+            f"the mobsms backend has no {what}: mobsms's API offers nothing to translate it to"
+        )
+
+    # --- mobsms's HTTP API ----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        credential: Credential,
+        body: dict | None = None,
+        params: dict | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> object:
+        """Call mobsms; return `data` of a success, None for a 404 when `missing_ok`, else raise."""
         response = self.http.request(
-            "POST",
+            method,
             self.base_url + path,
-            data=json.dumps(body, ensure_ascii=False).encode(),
+            params=params,
+            data=None if body is None else json.dumps(body, ensure_ascii=False).encode(),
             headers={
-                "Authorization": f"Bearer {request.credential.secret}",
+                "Authorization": f"Bearer {credential.secret}",
                 "Content-Type": "application/json; charset=utf-8",
                 "Accept": "application/json",
             },
         )
-        data = _success_data(response)
-        items = data if isinstance(data, list) else [data]
-        ids = _message_ids(items, len(numbers))
-        return SendReceipt(message_ids=ids, note=_note(items))
+        if missing_ok and response.status_code == 404:
+            return None
+        return _success_data(response, allow_empty=method == "DELETE")
+
+    def _message(self, credential: Credential, guid: str) -> dict | None:
+        data = self._call("GET", f"/api/sms/{quote(guid, safe='')}", credential, missing_ok=True)
+        if data is not None and not isinstance(data, dict):
+            raise BackendBadAnswer("mobsms answered /api/sms/{id} without a message")
+        return data
+
+    def _inbound(self, credential: Credential, guid: str) -> dict:
+        message = self._message(credential, guid)
+        if message is None or message.get("direction") != "inbound":
+            raise UnknownMessage(f"no received SMS has the guid {guid!r}")
+        return message
+
+    def _pages(self, credential: Credential, direction: str) -> list[dict]:
+        """Follow `GET /api/sms?direction=...` pages, newest first, up to SMSBRIDGE_MOBSMS_MAX_PAGES."""
+        messages: list[dict] = []
+        for page in range(1, self.settings.mobsms_max_pages + 1):
+            data = self._call("GET", "/api/sms", credential, params={"direction": direction, "page": page})
+            rows = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(rows, list):
+                raise BackendBadAnswer("mobsms answered /api/sms without a page of messages")
+            messages += [row for row in rows if isinstance(row, dict)]
+            last = data.get("last_page")
+            if (
+                not rows
+                or (isinstance(last, int) and page >= last)
+                or len(messages) >= _int(data.get("total"))
+            ):
+                break
+        return messages
 
 
 def refuse_unsupported(options: SendOptions) -> None:
@@ -124,7 +277,7 @@ def _bulk_recipients(numbers: tuple[str, ...], message: str) -> list[object]:
     return list(numbers)
 
 
-def _success_data(response: requests.Response) -> object:
+def _success_data(response: requests.Response, *, allow_empty: bool = False) -> object:
     """Return `data` from a successful answer, or raise the error the answer stands for."""
     try:
         document = response.json()
@@ -136,6 +289,8 @@ def _success_data(response: requests.Response) -> object:
             data = document.get("data")
             if isinstance(data, (dict, list)) and data:
                 return data
+            if allow_empty:
+                return document
         raise BackendBadAnswer(
             f"mobsms answered HTTP {response.status_code} without the expected "
             "{success, data} body; the message may have been queued: check before sending again"
@@ -193,3 +348,38 @@ def _message_ids(items: list, count: int) -> tuple[str, ...]:
 def _note(items: list) -> str:
     statuses = sorted({str(item.get("status", "pending")) for item in items})
     return f"queued by mobsms ({', '.join(statuses)})"
+
+
+def _sent_sms(message: dict) -> SentSms:
+    """Map a mobsms outbound message to the sent log's vocabulary."""
+    status = str(message.get("status", "pending"))
+    failed = status in ("failed", "cancelled")
+    return SentSms(
+        guid=str(message.get("message_id") or message.get("id")),
+        recipient=_text(message.get("recipient_number")),
+        message=_text(message.get("message")),
+        queued_at=_unix(message.get("created_at")),
+        status="sent" if status in ("sent", "delivered") else "failed" if failed else "pending",
+        sent_at=_unix(message.get("sent_at")) if message.get("sent_at") else None,
+        device=_text(message.get("device_id")),
+        error_api="cancelled" if status == "cancelled" else "",
+        error_mobile=_text(message.get("error_message")) or "failed" if status == "failed" else "",
+    )
+
+
+def _unix(value: object) -> int:
+    """Return an ISO 8601 time of mobsms's (such as 2026-06-08T10:00:00.000000Z) as UNIX seconds."""
+    if not value:
+        return 0
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise BackendBadAnswer(f"mobsms gave a time the bridge cannot read: {str(value)[:40]!r}") from None
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 1 << 30

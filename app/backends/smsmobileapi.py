@@ -36,6 +36,7 @@ class SmsMobileApiBackend(Backend):
     """Forward SMSMobileAPI calls to the configured vendor URL and return its answers."""
 
     name = "smsmobileapi"
+    passes_through = True
 
     def __init__(self, settings: Settings, http: UpstreamHttp | None = None) -> None:
         super().__init__(settings)
@@ -59,22 +60,27 @@ class SmsMobileApiBackend(Backend):
             verbatim=reply,
         )
 
-    def forward(self, call: HttpCall, credential: Credential) -> UpstreamReply:
+    def forward(self, call: HttpCall, credential: Credential | None) -> UpstreamReply:
         """Make `call` upstream with `credential` put back where the caller had it."""
         query, form, headers = list(call.query), list(call.form), {}
-        if credential.source is CredentialSource.BEARER:
+        body: bytes | str | None = call.body
+        if credential is None:
+            pass
+        elif credential.source is CredentialSource.BEARER:
             headers["Authorization"] = f"Bearer {credential.secret}"
         elif credential.source is CredentialSource.QUERY:
             query.insert(0, ("apikey", credential.secret))
-        else:
+        elif body is None:
             form.insert(0, ("apikey", credential.secret))
+        if body is not None:
+            # Not a form (JSON, say): forwarded as it came, its credential still inside it.
+            headers["Content-Type"] = call.content_type
+        elif form or call.method not in ("GET", "HEAD", "DELETE"):
+            body = urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         url = self.base_url + call.path
         if query:
             url += "?" + urlencode(query)
-        body = None
-        if form or call.method not in ("GET", "HEAD", "DELETE"):
-            body = urlencode(form)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
         response = self.http.request(call.method, url, data=body, headers=headers)
         return _reply(response)
 

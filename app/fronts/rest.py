@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter
@@ -50,6 +50,16 @@ def parameters() -> dict[str, str]:
 
 def credential() -> Credential:
     """Return the caller's credential: `apikey` from the body or query, else a Bearer token."""
+    found = optional_credential()
+    if found is None:
+        raise MissingParameter(
+            "apikey is missing: pass apikey=YOUR_API_KEY or the header Authorization: Bearer TOKEN"
+        )
+    return found
+
+
+def optional_credential() -> Credential | None:
+    """Return the caller's credential, or None when the call carries none."""
     body_key = _body().get("apikey")
     if body_key:
         return Credential(body_key, CredentialSource.FORM)
@@ -59,19 +69,29 @@ def credential() -> Credential:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return Credential(token.strip(), CredentialSource.BEARER)
-    raise MissingParameter(
-        "apikey is missing: pass apikey=YOUR_API_KEY or the header Authorization: Bearer TOKEN"
-    )
+    return None
 
 
 def http_call() -> HttpCall:
     """Return the call as the caller made it, without its credential, for a passthrough."""
+    raw = None if request.form else request.get_data() or None
     return HttpCall(
         method=request.method,
         path=request.path,
         query=tuple((k, v) for k, v in request.args.items(multi=True) if k != "apikey"),
-        form=tuple((k, v) for k, v in _body_pairs() if k != "apikey"),
+        form=tuple((k, v) for k, v in request.form.items(multi=True) if k != "apikey"),
+        body=raw,
+        content_type=request.content_type or "" if raw else "",
     )
+
+
+passthrough_bp = Blueprint("passthrough", __name__)
+
+
+@passthrough_bp.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def passthrough(path: str) -> Response:
+    """Forward any other call to a backend that passes the vendor's API through, and return its answer."""
+    return verbatim(runtime().backend.forward(http_call(), optional_credential()))
 
 
 def verbatim(reply: UpstreamReply) -> Response:
@@ -109,7 +129,11 @@ def error_response(error: BridgeError) -> Response:
     """Answer `error` in the dialect: the `result` legacy clients read, plus the OpenAPI error."""
     if error.verbatim is not None:
         return verbatim(error.verbatim)
-    response = jsonify(result=error_result(error), error=error.code, message=error.note)
+    if g.get("error_style") == "success":
+        # conversation/sms/list answers {"success": false, "error": "..."}, as its docs show.
+        response = jsonify(success=False, error=error.note, error_code=error.name)
+    else:
+        response = jsonify(result=error_result(error), error=error.code, message=error.note)
     response.status_code = error.http_status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)

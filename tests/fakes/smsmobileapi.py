@@ -21,7 +21,11 @@ class FakeSmsMobileApi(FakeUpstream):
         if self.next_reply is not None:
             reply, self.next_reply = self.next_reply, None
             return reply
-        params = dict(received.query) | dict(received.form)
+        params = dict(received.query)
+        if received.headers.get("content-type", "").startswith("application/json"):
+            params |= {k: str(v) for k, v in received.json.items()}  # the vendor's axios example posts JSON
+        else:
+            params |= dict(received.form)
         bearer = received.headers.get("authorization", "").removeprefix("Bearer ")
         key = params.get("apikey") or bearer
         if key not in VALID_KEYS:

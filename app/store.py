@@ -1,0 +1,101 @@
+"""The bridge's own state, for what an upstream has no notion of: read flags, aliases, resend attempts.
+
+SQLite in SMSBRIDGE_DATA_DIR, so every worker process on the host shares it. Rows are keyed by an
+account name derived from the client's credential (a hash, never the key) and the message's id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS received_flags (
+    account TEXT NOT NULL,
+    guid TEXT NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0,
+    alias TEXT,
+    PRIMARY KEY (account, guid)
+);
+CREATE TABLE IF NOT EXISTS resends (
+    account TEXT NOT NULL,
+    guid TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    new_guid TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (account, guid, attempt)
+);
+"""
+
+
+class StateStore:
+    """Small per-account facts kept by the bridge itself."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "state.sqlite3"
+        self._local = threading.local()
+        with self._db() as db:
+            db.executescript(SCHEMA)
+
+    def received_flags(self, account: str) -> dict[str, tuple[bool, str | None]]:
+        """Return {guid: (read, alias)} for an account's received messages that have any."""
+        rows = (
+            self._db()
+            .execute("SELECT guid, read, alias FROM received_flags WHERE account = ?", (account,))
+            .fetchall()
+        )
+        return {guid: (bool(read), alias) for guid, read, alias in rows}
+
+    def mark_read(self, account: str, guid: str) -> None:
+        """Remember that a received message was read."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO received_flags (account, guid, read) VALUES (?, ?, 1)"
+                " ON CONFLICT (account, guid) DO UPDATE SET read = 1",
+                (account, guid),
+            )
+
+    def set_alias(self, account: str, guid: str, alias: str | None) -> None:
+        """Remember (or, with None, forget) a received message's alias."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO received_flags (account, guid, alias) VALUES (?, ?, ?)"
+                " ON CONFLICT (account, guid) DO UPDATE SET alias = excluded.alias",
+                (account, guid, alias),
+            )
+
+    def resends(self, account: str, guid: str) -> list[str]:
+        """Return the ids of the copies sent for each resend of `guid`, first attempt first."""
+        rows = (
+            self._db()
+            .execute(
+                "SELECT new_guid FROM resends WHERE account = ? AND guid = ? ORDER BY attempt",
+                (account, guid),
+            )
+            .fetchall()
+        )
+        return [new_guid for (new_guid,) in rows]
+
+    def add_resend(self, account: str, guid: str, new_guid: str) -> int:
+        """Record a resend of `guid` as `new_guid`; return its attempt number."""
+        with self._db() as db:
+            (attempt,) = db.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM resends WHERE account = ? AND guid = ?",
+                (account, guid),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO resends VALUES (?, ?, ?, ?, ?)",
+                (account, guid, attempt, new_guid, int(time.time())),
+            )
+        return attempt
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=5.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
