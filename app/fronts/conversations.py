@@ -43,14 +43,15 @@ def conversations(
     aliases: dict[str, str] = {}
     origins = received if origin == "received" else sent
     detected = {digits(m.number if isinstance(m, ReceivedSms) else m.recipient) for m in origins}
-    for sms in received:
+    # Backends list newest first; within one second, their order is the only clue to which came first.
+    for seq, sms in enumerate(reversed(received)):
         key = digits(sms.number)
-        if sms.alias and key not in aliases:
+        if sms.alias:
             aliases[key] = sms.alias
-        _add(timelines, shown_number, key, sms.number, _incoming(sms), sms.received_at, start, stop)
-    for sms in sent:
+        _add(timelines, shown_number, key, sms.number, _incoming(sms, seq), start, stop)
+    for seq, sms in enumerate(reversed(sent)):
         key = digits(sms.recipient)
-        _add(timelines, shown_number, key, sms.recipient, _outgoing(sms), sms.queued_at, start, stop)
+        _add(timelines, shown_number, key, sms.recipient, _outgoing(sms, seq), start, stop)
 
     numero = params.get("numero", "").strip()
     keys = [k for k in timelines if k in detected]
@@ -84,10 +85,10 @@ def _add(
     key: str,
     number: str,
     message: dict,
-    ts: int,
     start: int | None,
     stop: int | None,
 ) -> None:
+    ts = message["_ts"][0]
     if (start is not None and ts < start) or (stop is not None and ts > stop):
         return
     shown_number.setdefault(key, number)
@@ -96,7 +97,7 @@ def _add(
     timeline.sort(key=lambda m: m["_ts"])
 
 
-def _incoming(sms: ReceivedSms) -> dict:
+def _incoming(sms: ReceivedSms, seq: int) -> dict:
     return {
         "direction": "incoming",
         "message_id": sms.guid,
@@ -105,11 +106,11 @@ def _incoming(sms: ReceivedSms) -> dict:
         "message": sms.message,
         "status": "received",
         "mobile_sid": sms.device,
-        "_ts": sms.received_at,
+        "_ts": (sms.received_at, seq),
     }
 
 
-def _outgoing(sms: SentSms) -> dict:
+def _outgoing(sms: SentSms, seq: int) -> dict:
     return {
         "direction": "outgoing",
         "message_id": sms.guid,
@@ -118,5 +119,5 @@ def _outgoing(sms: SentSms) -> dict:
         "message": sms.message,
         "status": "sent",
         "mobile_sid": sms.device,
-        "_ts": sms.queued_at,
+        "_ts": (sms.queued_at, seq),
     }

@@ -75,6 +75,7 @@ def error_result(error: BridgeError) -> dict:
         "note": error.note,
         "datetime": utc,
         "datetimeLocal": local,
+        "send_with_whatsapp": "0",
     }
     return result
 
