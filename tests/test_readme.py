@@ -29,17 +29,28 @@ def curl_commands() -> list[str]:
 
 
 def test_the_readme_has_the_examples_it_promises() -> None:
-    assert len(curl_commands()) == 3
+    commands = curl_commands()
+    assert sum("/sendsms" in c for c in commands) == 3
+    assert sum("/sandbox/" in c for c in commands) == 4
     assert any("nusoap_client" in block for block in code_blocks("php"))
     assert any("requests.post" in block for block in code_blocks("python"))
 
 
-@pytest.mark.parametrize("command", curl_commands())
-def test_curl_examples_send(command: str, live_bridges: dict[str, LiveBridge]) -> None:
+def test_curl_examples_work_in_order(live_bridges: dict[str, LiveBridge]) -> None:
     url = live_bridges["sandbox"].url
-    argv = shlex.split(command.split("#")[0].replace(HOST, url))
-    answer = subprocess.run([*argv, "--silent", "--show-error"], capture_output=True, text=True, check=True)
-    assert json.loads(answer.stdout)["result"]["sent"] == "1"
+    sent_id = None
+    for command in curl_commands():
+        command = command.split(" #")[0].replace(HOST, url).replace("THE_ID_FROM_SENDSMS", str(sent_id))
+        argv = [*shlex.split(command), "--silent", "--show-error", "--fail-with-body"]
+        answer = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert answer.returncode == 0, (command, answer.stdout, answer.stderr)
+        result = json.loads(answer.stdout)["result"]
+        assert str(result["error"]) == "0", (command, result)
+        if "/sendsms" in command:
+            assert result["sent"] == "1"
+            sent_id = result["id"]
+        if "/sandbox/fail" in command:
+            assert result["status"] == "failed"
 
 
 def test_python_example_sends(live_bridges: dict[str, LiveBridge], capsys: pytest.CaptureFixture) -> None:
