@@ -40,7 +40,7 @@ class Backend(ABC):
 
     def sent_log(self, credential: Credential, guid: str | None = None) -> list[SentSms]:
         """Return the messages sent through the API (only `guid`, when given)."""
-        raise self.cannot("a log of sent SMS")
+        raise self.cannot("the sent log")
 
     def resend(self, credential: Credential, guid: str) -> ResendReceipt:
         """Send a failed message again; refuse one that did not fail."""
@@ -52,7 +52,7 @@ class Backend(ABC):
 
     def sent_from_mobile(self, credential: Credential) -> list[SentSms]:
         """Return the SMS the phones sent, by the API or by hand, as synchronised from them."""
-        raise self.cannot("a log of SMS sent from the phone itself")
+        raise self.cannot("the log of SMS sent from the phone itself")
 
     def received(self, credential: Credential) -> list[ReceivedSms]:
         """Return the SMS the phones received, with the bridge's read flags and aliases."""
@@ -60,19 +60,19 @@ class Backend(ABC):
 
     def mark_read(self, credential: Credential, guid: str) -> None:
         """Mark a received SMS as read (in the API's view only)."""
-        raise self.cannot("read flags")
+        raise self.cannot("read flags on received SMS")
 
     def set_alias(self, credential: Credential, guid: str, alias: str) -> None:
         """Set (or, with "", clear) the alias of a received SMS."""
-        raise self.cannot("aliases")
+        raise self.cannot("aliases on received SMS")
 
     def devices(self, credential: Credential) -> list[Device]:
         """Return the connected phones."""
-        raise self.cannot("a list of connected phones")
+        raise self.cannot("listing connected phones")
 
     def update_device(self, credential: Credential, sid: str, label: str, phone_number: str | None) -> Device:
         """Change a phone's label (and phone number, when given)."""
-        raise self.cannot("changing a phone's label")
+        raise self.cannot("renaming a phone")
 
     def delete_device(self, credential: Credential, sid: str) -> None:
         """Remove a phone and its history."""
@@ -100,7 +100,7 @@ class Backend(ABC):
 
     def cannot(self, what: str) -> UnsupportedByBackend:
         """Return the error for a call this backend has no way to answer."""
-        return UnsupportedByBackend(f"the {self.name} backend has no {what}")
+        return UnsupportedByBackend(f"the {self.name} backend does not support {what}")
 
     def close(self) -> None:  # noqa: B027 (most backends hold nothing to release)
         """Release what the backend holds (connections, files)."""

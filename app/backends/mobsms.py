@@ -103,7 +103,7 @@ class MobsmsBackend(Backend):
         flags = self.store.received_flags(credential.account)
         received = []
         for message in self._pages(credential, "inbound"):
-            guid = str(message.get("message_id") or message.get("id"))
+            guid = _guid(message)
             read, alias = flags.get(guid, (False, None))
             received.append(
                 ReceivedSms(
@@ -121,13 +121,11 @@ class MobsmsBackend(Backend):
 
     def mark_read(self, credential: Credential, guid: str) -> None:
         """Keep the read flag in the bridge's store: mobsms has none."""
-        self._inbound(credential, guid)
-        self.store.mark_read(credential.account, guid)
+        self.store.mark_read(credential.account, self._inbound_guid(credential, guid))
 
     def set_alias(self, credential: Credential, guid: str, alias: str) -> None:
         """Keep the alias in the bridge's store: mobsms has none."""
-        self._inbound(credential, guid)
-        self.store.set_alias(credential.account, guid, alias or None)
+        self.store.set_alias(credential.account, self._inbound_guid(credential, guid), alias or None)
 
     def resend(self, credential: Credential, guid: str) -> ResendReceipt:
         """Send a failed message again, to the same number with the same text, and count the attempt."""
@@ -163,7 +161,8 @@ class MobsmsBackend(Backend):
             raise BackendBadAnswer("mobsms answered /api/devices without a list of devices")
         return [
             Device(
-                sid=_text(d.get("device_id") or d.get("id")),
+                # Messages name their phone by this number (device_id), so the dialect's sid is it too.
+                sid=_text(d.get("id") or d.get("device_id")),
                 label=_text(d.get("device_name")),
                 phone_number=_text(d.get("phone_number")),
                 active=bool(d.get("is_active", True)),
@@ -175,7 +174,7 @@ class MobsmsBackend(Backend):
     def cannot(self, what: str) -> UnsupportedByBackend:
         """Say what mobsms lacks, and that the rest of the dialect still works."""
         return UnsupportedByBackend(
-            f"the mobsms backend has no {what}: mobsms's API offers nothing to translate it to"
+            f"the mobsms backend does not support {what}: mobsms's API offers nothing to translate it to"
         )
 
     # --- mobsms's HTTP API ----------------------------------------------------------------------------
@@ -212,11 +211,12 @@ class MobsmsBackend(Backend):
             raise BackendBadAnswer("mobsms answered /api/sms/{id} without a message")
         return data
 
-    def _inbound(self, credential: Credential, guid: str) -> dict:
+    def _inbound_guid(self, credential: Credential, guid: str) -> str:
+        """Return the guid getsms shows for a received message named by its guid or its number id."""
         message = self._message(credential, guid)
         if message is None or message.get("direction") != "inbound":
             raise UnknownMessage(f"no received SMS has the guid {guid!r}")
-        return message
+        return _guid(message)
 
     def _pages(self, credential: Credential, direction: str) -> list[dict]:
         """Follow `GET /api/sms?direction=...` pages, newest first, up to SMSBRIDGE_MOBSMS_MAX_PAGES."""
@@ -355,7 +355,7 @@ def _sent_sms(message: dict) -> SentSms:
     status = str(message.get("status", "pending"))
     failed = status in ("failed", "cancelled")
     return SentSms(
-        guid=str(message.get("message_id") or message.get("id")),
+        guid=_guid(message),
         recipient=_text(message.get("recipient_number")),
         message=_text(message.get("message")),
         queued_at=_unix(message.get("created_at")),
@@ -365,6 +365,11 @@ def _sent_sms(message: dict) -> SentSms:
         error_api="cancelled" if status == "cancelled" else "",
         error_mobile=_text(message.get("error_message")) or "failed" if status == "failed" else "",
     )
+
+
+def _guid(message: dict) -> str:
+    """Return the id the dialect shows for a mobsms message: its message_id UUID, else its number."""
+    return str(message.get("message_id") or message.get("id"))
 
 
 def _unix(value: object) -> int:

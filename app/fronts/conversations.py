@@ -41,8 +41,11 @@ def conversations(
     timelines: dict[str, list[dict]] = {}
     shown_number: dict[str, str] = {}
     aliases: dict[str, str] = {}
-    origins = received if origin == "received" else sent
-    detected = {digits(m.number if isinstance(m, ReceivedSms) else m.recipient) for m in origins}
+    in_range = _in_range(start, stop)
+    if origin == "received":
+        detected = {digits(m.number) for m in received if in_range(m.received_at)}
+    else:
+        detected = {digits(m.recipient) for m in sent if in_range(m.queued_at)}
     # Backends list newest first; within one second, their order is the only clue to which came first.
     for seq, sms in enumerate(reversed(received)):
         key = digits(sms.number)
@@ -77,6 +80,10 @@ def conversations(
             for k in keys
         ],
     }
+
+
+def _in_range(start: int | None, stop: int | None) -> Callable[[int], bool]:
+    return lambda ts: (start is None or ts >= start) and (stop is None or ts <= stop)
 
 
 def _add(

@@ -224,15 +224,22 @@ def whatsapp(entries: list[ReceivedSms], params: Params) -> list[ReceivedSms]:
     return entries
 
 
-def to_delete(entries: list[SentSms], params: Params) -> list[str]:
-    """Return the guids deletesms names: one guid_message, or a day (date_start) or days (to date_end)."""
-    guid = params.get("guid_message", "").strip()
+def deletion(params: Params) -> tuple[str | None, int | None, int | None]:
+    """Read deletesms's choice: one guid_message, or a day (date_start) or days (to date_end)."""
+    guid = params.get("guid_message", "").strip() or None
     start = moment(params, "date_start", end=False)
-    if guid:
-        return [s.guid for s in entries if s.guid == guid]
-    if start is None:
+    if guid is None and start is None:
         raise MissingParameter("guid_message or date_start is missing: say which messages to delete")
     stop = moment(params, "date_end", end=True) or moment(params, "date_start", end=True)
+    return guid, start, stop
+
+
+def to_delete(entries: list[SentSms], choice: tuple[str | None, int | None, int | None]) -> list[str]:
+    """Return the guids of the messages a deletesms `choice` names."""
+    guid, start, stop = choice
+    if guid is not None:
+        return [s.guid for s in entries if s.guid == guid]
+    assert start is not None and stop is not None
     return [s.guid for s in entries if start <= s.queued_at <= stop]
 
 
@@ -243,10 +250,13 @@ def devices(entries: list[Device], params: Params) -> list[Device]:
         entries = [d for d in entries if d.sid == sid]
     search = params.get("search", "").strip().lower()
     if search:
-        entries = [
-            d
-            for d in entries
-            if search
-            in " ".join((d.sid, d.label, d.phone_number, d.battery, d.version, str(d.last_seen))).lower()
-        ]
+        entries = [d for d in entries if search in _device_text(d)]
     return entries
+
+
+def _device_text(device: Device) -> str:
+    """Return what the answer shows of a phone, which is what `search` looks in."""
+    seen = f"{local(device.last_seen):%Y-%m-%d %H:%M:%S}" if device.last_seen else ""
+    return " ".join(
+        (device.sid, device.label, device.phone_number, seen, device.battery, device.version)
+    ).lower()

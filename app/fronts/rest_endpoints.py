@@ -74,8 +74,9 @@ def log_sent_from_mobile() -> Response:
 def deletesms() -> Response:
     """Delete one message (guid_message), or a day's or a range's (date_start, date_end)."""
     params, key = parameters(), credential()
+    choice = filters.deletion(params)
     backend = runtime().backend
-    guids = filters.to_delete(backend.sent_log(key, params.get("guid_message", "").strip() or None), params)
+    guids = filters.to_delete(backend.sent_log(key, choice[0]), choice)
     return jsonify(result={"error": None, "count_delete": backend.delete_sent(key, guids) if guids else 0})
 
 
