@@ -9,7 +9,6 @@ from typing import Any
 from flask import Flask
 
 from app import health, runtime, sandbox_console
-from app.backends import build_backend
 from app.config import Settings
 from app.fronts import rest, rest_endpoints, soap
 
@@ -21,17 +20,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    backend = build_backend(settings)
-    runtime.init_app(app, settings, backend)
+    state = runtime.init_app(app, settings)
     rest.register_error_handlers(app)
     app.register_blueprint(rest.bp)
     soap.init_app(app, settings.public_url)
     app.register_blueprint(health.bp)
-    if backend.passes_through:
-        # Every other path goes to the vendor as made, so the bridge never stands in a feature's way.
-        app.register_blueprint(rest.passthrough_bp)
-    else:
-        app.register_blueprint(rest_endpoints.bp)
-    if backend.name == "sandbox":
+    app.register_blueprint(rest_endpoints.bp)
+    # Any other path goes to the vendor as made for callers whose backend passes it through.
+    app.register_blueprint(rest.passthrough_bp)
+    if any(b.name == "sandbox" for b in state.backends):
         sandbox_console.init_app(app)
     return app

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse_many
+
 BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
 
 
@@ -33,6 +35,13 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     sandbox_api_keys: frozenset[str] = field(default_factory=frozenset)
     mobsms_max_pages: int = 20
+    clients_file: str | None = None
+    rate_limit: str = "120/minute"
+    ratelimit_storage: str = "memory://"
+    token_secret: str | None = field(default=None, repr=False)
+    token_ttl: int = 3600
+    trusted_proxies: int = 0
+    workers: int = 1
     log_level: str = "INFO"
 
     @classmethod
@@ -66,6 +75,27 @@ class Settings:
             value = getattr(self, name)
             if not 0 < value <= 300:
                 raise ConfigError(f"{env_name(name)}={value}: expected seconds in (0, 300]")
+        check_limit(self.rate_limit, env_name("rate_limit"))
+        if self.clients_file and not Path(self.clients_file).is_file():
+            raise ConfigError(f"{env_name('clients_file')}={self.clients_file!r}: no such file")
+        if not self.ratelimit_storage.startswith(("memory://", "redis://", "rediss://", "redis+sentinel://")):
+            raise ConfigError(
+                f"{env_name('ratelimit_storage')}={self.ratelimit_storage!r}: expected memory:// or redis://HOST:PORT"
+            )
+        if self.workers > 1 and self.ratelimit_storage.startswith("memory://"):
+            raise ConfigError(
+                f"{env_name('workers')}={self.workers} with {env_name('ratelimit_storage')}=memory:// "
+                "would count each client's requests in each worker separately, multiplying its limit: "
+                "use redis:// storage for several workers"
+            )
+        if self.token_secret is not None and len(self.token_secret) < 32:
+            raise ConfigError(f"{env_name('token_secret')} must be at least 32 characters")
+        if not 60 <= self.token_ttl <= 86400:
+            raise ConfigError(f"{env_name('token_ttl')} must be between 60 and 86400 seconds")
+        if not 0 <= self.trusted_proxies <= 10:
+            raise ConfigError(f"{env_name('trusted_proxies')} must be between 0 and 10")
+        if self.workers < 1:
+            raise ConfigError(f"{env_name('workers')} must be at least 1")
         if not 1 <= self.mobsms_max_pages <= 1000:
             raise ConfigError(f"{env_name('mobsms_max_pages')} must be between 1 and 1000")
         if self.upstream_pool_size < 1:
@@ -118,9 +148,21 @@ _PARSERS = {
     "read_timeout": _number,
     "upstream_pool_size": _integer,
     "mobsms_max_pages": _integer,
+    "token_ttl": _integer,
+    "trusted_proxies": _integer,
+    "workers": _integer,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }
+
+
+def check_limit(value: object, where: str) -> None:
+    """Raise ConfigError unless `value` is a rate limit such as "10/minute;500/day"."""
+    try:
+        if not isinstance(value, str) or not parse_many(value):
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"{where}={value!r}: expected a rate limit such as '10/minute;500/day'") from None
 
 
 def _check_base_url(name: str, url: str) -> None:

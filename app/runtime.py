@@ -1,28 +1,49 @@
-"""What a running bridge holds: its settings and its backend, reachable from any request."""
+"""What a running bridge holds: its settings, backends and access rules, reachable from any request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import threading
 
 from flask import Flask, current_app
 
-from app.backends import Backend
+from app.access import Access
+from app.backends import Backend, build_backend
 from app.config import Settings
 
 EXTENSION = "smsbridge"
 
 
-@dataclass(frozen=True)
 class Runtime:
     """The bridge's state for one Flask app."""
 
-    settings: Settings
-    backend: Backend
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self.backend = self.backend_for(settings.backend)
+        self.access = Access(settings, self.backend_for)
+
+    def backend_for(self, name: str) -> Backend:
+        """Return the backend called `name`, made once (the default one, and any a client names)."""
+        backend = self._backends.get(name)
+        if backend is None:
+            with self._lock:
+                backend = self._backends.get(name)
+                if backend is None:
+                    backend = build_backend(dataclasses.replace(self.settings, backend=name))
+                    self._backends[name] = backend
+        return backend
+
+    @property
+    def backends(self) -> list[Backend]:
+        """Return every backend made so far."""
+        return list(self._backends.values())
 
 
-def init_app(app: Flask, settings: Settings, backend: Backend) -> Runtime:
+def init_app(app: Flask, settings: Settings) -> Runtime:
     """Attach the runtime to `app`."""
-    state = Runtime(settings=settings, backend=backend)
+    state = Runtime(settings)
     app.extensions[EXTENSION] = state
     return state
 

@@ -11,24 +11,29 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, jsonify
 
 from app.backends.sandbox import SandboxBackend
+from app.errors import NotAllowed
 from app.fronts.dialect import require
-from app.fronts.rest import credential, parameters
-from app.runtime import runtime
+from app.fronts.rest import parameters, principal
+from app.vocabulary import Credential
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
 
 
-def _sandbox() -> SandboxBackend:
-    backend = runtime().backend
-    assert isinstance(backend, SandboxBackend)
-    return backend
+def _sandbox() -> tuple[SandboxBackend, Credential]:
+    """Return the caller's sandbox and its account's credential; only sandbox callers may use this."""
+    caller = principal()
+    if not isinstance(caller.backend, SandboxBackend):
+        raise NotAllowed(
+            f"the sandbox console is for sandbox clients; this key's backend is {caller.backend.name}"
+        )
+    return caller.backend, caller.upstream
 
 
 @bp.post("/inbound")
 def inbound() -> Response:
     """Make the account's phone receive an SMS or a WhatsApp message."""
-    params, key = parameters(), credential()
-    received = _sandbox().simulate_inbound(
+    params, (sandbox, key) = parameters(), _sandbox()
+    received = sandbox.simulate_inbound(
         key,
         require("number", params.get("number", "").strip()),
         require("message", params.get("message")),
@@ -43,9 +48,9 @@ def inbound() -> Response:
 @bp.post("/fail")
 def fail() -> Response:
     """Make a sent message fail, so that resend and error_mobile=1 can be exercised."""
-    params, key = parameters(), credential()
+    params, (sandbox, key) = parameters(), _sandbox()
     guid = require("guid", params.get("guid", "").strip())
-    sms = _sandbox().simulate_failure(
+    sms = sandbox.simulate_failure(
         key, guid, params.get("error", "") or "failed", params.get("where", "mobile").strip() or "mobile"
     )
     return jsonify(result={"error": 0, "guid": sms.guid, "status": sms.status})
@@ -54,8 +59,8 @@ def fail() -> Response:
 @bp.post("/devices")
 def add_device() -> Response:
     """Connect another phone to the account."""
-    params, key = parameters(), credential()
-    device = _sandbox().add_device(
+    params, (sandbox, key) = parameters(), _sandbox()
+    device = sandbox.add_device(
         key,
         require("sid", params.get("sid", "").strip()),
         params.get("label", ""),

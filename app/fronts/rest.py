@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from app.access import Principal
+from app.backends import Backend
 from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter
 from app.fronts.dialect import error_result, require, send_result, split_recipients
 from app.runtime import runtime
@@ -28,14 +30,15 @@ bp = Blueprint("rest", __name__)
 def sendsms() -> Response:
     """Send an SMS (or WhatsApp) to one or more comma-separated recipients."""
     params = parameters()
+    caller = principal()
     send = SendRequest(
-        credential=credential(),
+        credential=caller.upstream,
         recipients=split_recipients(params.get("recipients", "")),
         message=require("message", params.get("message")),
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
         http=http_call(),
     )
-    receipt = runtime().backend.send(send)
+    receipt = caller.backend.send(send)
     if receipt.verbatim is not None:
         return verbatim(receipt.verbatim)
     return jsonify(result=send_result(receipt))
@@ -56,6 +59,23 @@ def credential() -> Credential:
             "apikey is missing: pass apikey=YOUR_API_KEY or the header Authorization: Bearer TOKEN"
         )
     return found
+
+
+def principal() -> Principal:
+    """Return the caller, resolved once per request; raise if it has no credential or a refused one."""
+    if "principal" not in g:
+        g.principal = runtime().access.resolve(credential())
+    return g.principal
+
+
+def passthrough_target() -> tuple[Backend, Credential | None] | None:
+    """Return the backend and credential when this call goes to the vendor as made, else None."""
+    access = runtime().access
+    if not access.managed:
+        backend = runtime().backend
+        return (backend, optional_credential()) if backend.passes_through else None
+    caller = principal()
+    return (caller.backend, caller.upstream) if caller.backend.passes_through else None
 
 
 def optional_credential() -> Credential | None:
@@ -91,7 +111,25 @@ passthrough_bp = Blueprint("passthrough", __name__)
 @passthrough_bp.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def passthrough(path: str) -> Response:
     """Forward any other call to a backend that passes the vendor's API through, and return its answer."""
-    return verbatim(runtime().backend.forward(http_call(), optional_credential()))
+    target = passthrough_target()
+    if target is None:
+        if _served_by_another_method():
+            raise _MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        raise _NoSuchEndpoint(f"no such endpoint: {request.path}")
+    backend, upstream = target
+    return verbatim(backend.forward(http_call(), upstream))
+
+
+def _served_by_another_method() -> bool:
+    adapter = current_app.url_map.bind("localhost")
+    for method in ("GET", "POST"):
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != "passthrough.passthrough":
+            return True
+    return False
 
 
 def verbatim(reply: UpstreamReply) -> Response:

@@ -7,10 +7,13 @@ that passes the vendor's API through does not use these views: every call goes t
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Response, g, jsonify
 
+from app.access import Principal
 from app.errors import MissingParameter
 from app.fronts import filters
 from app.fronts.conversations import conversations
@@ -23,25 +26,44 @@ from app.fronts.records import (
     sent_entry,
     whatsapp_entry,
 )
-from app.fronts.rest import credential, parameters
-from app.runtime import runtime
+from app.fronts.rest import http_call, parameters, passthrough_target, principal, verbatim
 
 bp = Blueprint("rest_endpoints", __name__)
 
 
-def endpoint(path: str):
-    """Route `path` with and without its trailing slash, for GET and POST."""
-    return bp.route(path, methods=["GET", "POST"], strict_slashes=False)
+View = Callable[[dict[str, str], Principal], Response]
+
+
+def endpoint(path: str, *, error_style: str = "result") -> Callable[[View], View]:
+    """Route `path` (with and without its trailing slash, GET and POST) to a view of (params, caller).
+
+    A caller whose backend passes the vendor's API through never reaches the view: the call goes to
+    the vendor as it was made.
+    """
+
+    def register(view: View) -> View:
+        @functools.wraps(view)
+        def serve() -> Response:
+            g.error_style = error_style
+            target = passthrough_target()
+            if target is not None:
+                backend, upstream = target
+                return verbatim(backend.forward(http_call(), upstream))
+            return view(parameters(), principal())
+
+        bp.add_url_rule(path, view.__name__, serve, methods=["GET", "POST"], strict_slashes=False)
+        return view
+
+    return register
 
 
 # --- sent SMS --------------------------------------------------------------------------------------------
 
 
 @endpoint("/resend/")
-def resend() -> Response:
+def resend(params: dict[str, str], caller: Principal) -> Response:
     """Resend a message that is in an error state."""
-    params, key = parameters(), credential()
-    receipt = runtime().backend.resend(key, require("guid", params.get("guid")))
+    receipt = caller.backend.resend(caller.upstream, require("guid", params.get("guid")))
     return jsonify(
         result={
             "error": "0",
@@ -53,101 +75,97 @@ def resend() -> Response:
 
 
 @endpoint("/log/sent/sms/")
-def log_sent_sms() -> Response:
+def log_sent_sms(params: dict[str, str], caller: Principal) -> Response:
     """List the SMS sent through the API."""
-    params, key = parameters(), credential()
-    entries = runtime().backend.sent_log(key, params.get("guid_message", "").strip() or None)
+    entries = caller.backend.sent_log(caller.upstream, params.get("guid_message", "").strip() or None)
     return jsonify(result={"error": "0", "sms": [sent_entry(s) for s in filters.sent_log(entries, params)]})
 
 
 @endpoint("/log/sent/frommobile/")
-def log_sent_from_mobile() -> Response:
+def log_sent_from_mobile(params: dict[str, str], caller: Principal) -> Response:
     """List the SMS the phones sent (the last 7 days)."""
-    params, key = parameters(), credential()
-    rows, settings = filters.from_mobile(runtime().backend.sent_from_mobile(key), params)
+    rows, settings = filters.from_mobile(caller.backend.sent_from_mobile(caller.upstream), params)
     return jsonify(
         result={"error": "0", "count": len(rows), **settings, "sms": [from_mobile_entry(s) for s in rows]}
     )
 
 
 @endpoint("/deletesms/")
-def deletesms() -> Response:
+def deletesms(params: dict[str, str], caller: Principal) -> Response:
     """Delete one message (guid_message), or a day's or a range's (date_start, date_end)."""
-    params, key = parameters(), credential()
     choice = filters.deletion(params)
-    backend = runtime().backend
-    guids = filters.to_delete(backend.sent_log(key, choice[0]), choice)
-    return jsonify(result={"error": None, "count_delete": backend.delete_sent(key, guids) if guids else 0})
+    backend, upstream = caller.backend, caller.upstream
+    guids = filters.to_delete(backend.sent_log(upstream, choice[0]), choice)
+    return jsonify(
+        result={"error": None, "count_delete": backend.delete_sent(upstream, guids) if guids else 0}
+    )
 
 
 # --- received SMS ----------------------------------------------------------------------------------------
 
 
 @endpoint("/getsms/")
-def getsms() -> Response:
+def getsms(params: dict[str, str], caller: Principal) -> Response:
     """List the SMS the phones received."""
-    params, key = parameters(), credential()
-    entries = filters.received(runtime().backend.received(key), params)
-    return jsonify(result={"error": "", "sms": [received_entry(s, key.fingerprint) for s in entries]})
+    entries = filters.received(caller.backend.received(caller.upstream), params)
+    fingerprint = caller.upstream.fingerprint
+    return jsonify(result={"error": "", "sms": [received_entry(s, fingerprint) for s in entries]})
 
 
 @endpoint("/getsms/set-read/")
-def getsms_set_read() -> Response:
+def getsms_set_read(params: dict[str, str], caller: Principal) -> Response:
     """Mark a received SMS as read, in the API's view only."""
-    params, key = parameters(), credential()
     guid = require("guid_message", params.get("guid_message"))
-    runtime().backend.mark_read(key, guid)
+    caller.backend.mark_read(caller.upstream, guid)
     return jsonify(result={"error": "0", "guid_message": guid, "read": "1"})
 
 
 @endpoint("/getsms/update/")
-def getsms_update() -> Response:
+def getsms_update(params: dict[str, str], caller: Principal) -> Response:
     """Set, or with an empty value clear, the alias of a received SMS."""
-    params, key = parameters(), credential()
     guid = require("guid", params.get("guid"))
     if "alias" not in params:
         raise MissingParameter("alias is missing: give alias= (empty clears it)")
-    runtime().backend.set_alias(key, guid, params["alias"])
+    caller.backend.set_alias(caller.upstream, guid, params["alias"])
     return jsonify(result={"error": "0", "guid": guid, "alias": params["alias"] or None})
 
 
-@endpoint("/conversation/sms/list/")
-def conversation_list() -> Response:
+@endpoint("/conversation/sms/list/", error_style="success")
+def conversation_list(params: dict[str, str], caller: Principal) -> Response:
     """List conversations: received and sent SMS grouped by number."""
-    g.error_style = "success"
-    params, key = parameters(), credential()
-    backend = runtime().backend
-    return jsonify(conversations(lambda: backend.sent_log(key), lambda: backend.received(key), params))
+    backend, upstream = caller.backend, caller.upstream
+    return jsonify(
+        conversations(lambda: backend.sent_log(upstream), lambda: backend.received(upstream), params)
+    )
 
 
 # --- phones ----------------------------------------------------------------------------------------------
 
 
 @endpoint("/gateway/mobile/list/")
-def mobile_list() -> Response:
+def mobile_list(params: dict[str, str], caller: Principal) -> Response:
     """List the connected phones."""
-    params, key = parameters(), credential()
-    devices = filters.devices(runtime().backend.devices(key), params)
+    devices = filters.devices(caller.backend.devices(caller.upstream), params)
     return jsonify(result={"error": "0", "mobiles": [device_entry(d) for d in devices]})
 
 
 @endpoint("/gateway/mobile/update/")
-def mobile_update() -> Response:
+def mobile_update(params: dict[str, str], caller: Principal) -> Response:
     """Change a phone's label (required, may be empty) and phone number (optional)."""
-    params, key = parameters(), credential()
     sid = require("sid", params.get("sid"))
     if "label" not in params:
         raise MissingParameter("label is missing: give label= (it may be empty)")
-    device = runtime().backend.update_device(key, sid, params["label"], params.get("phone_number") or None)
+    device = caller.backend.update_device(
+        caller.upstream, sid, params["label"], params.get("phone_number") or None
+    )
     return jsonify(result={"error": "0", **device_entry(device)})
 
 
 @endpoint("/gateway/mobile/delete/")
-def mobile_delete() -> Response:
+def mobile_delete(params: dict[str, str], caller: Principal) -> Response:
     """Remove a phone and its history."""
-    params, key = parameters(), credential()
     sid = require("sid", params.get("sid"))
-    runtime().backend.delete_device(key, sid)
+    caller.backend.delete_device(caller.upstream, sid)
     return jsonify(result={"error": "0", "sid": sid, "deleted": "1"})
 
 
@@ -155,18 +173,16 @@ def mobile_delete() -> Response:
 
 
 @endpoint("/resendwa/")
-def resendwa() -> Response:
+def resendwa(params: dict[str, str], caller: Principal) -> Response:
     """Resend a WhatsApp message that is in an error state."""
-    params, key = parameters(), credential()
-    receipt = runtime().backend.resend_whatsapp(key, require("guid", params.get("guid")))
+    receipt = caller.backend.resend_whatsapp(caller.upstream, require("guid", params.get("guid")))
     return jsonify(result={"error": "0", "whatsapp": "resent with successfully", "attempt": receipt.attempt})
 
 
 @endpoint("/getwa/synchronisation/")
-def getwa_synchronisation() -> Response:
+def getwa_synchronisation(params: dict[str, str], caller: Principal) -> Response:
     """Open a synchronisation, which /getwa/ needs before it can read messages."""
-    key = credential()
-    expires = runtime().backend.whatsapp_sync(key)
+    expires = caller.backend.whatsapp_sync(caller.upstream)
     return jsonify(
         error="0",
         messages="synchronized",
@@ -176,24 +192,22 @@ def getwa_synchronisation() -> Response:
 
 
 @endpoint("/getwa/")
-def getwa() -> Response:
+def getwa(params: dict[str, str], caller: Principal) -> Response:
     """List the WhatsApp messages received (after a synchronisation): a JSON array."""
-    params, key = parameters(), credential()
-    entries = filters.whatsapp(runtime().backend.whatsapp_received(key), params)
+    entries = filters.whatsapp(caller.backend.whatsapp_received(caller.upstream), params)
     return jsonify([whatsapp_entry(s) for s in entries])
 
 
 @endpoint("/getwa/active/")
-def getwa_active() -> Response:
+def getwa_active(params: dict[str, str], caller: Principal) -> Response:
     """Read (no statut), set (0, 1) or toggle (x) WhatsApp."""
-    params, key = parameters(), credential()
-    return jsonify(error="0", statut=runtime().backend.whatsapp_active(key, params.get("statut", "").strip()))
+    statut = caller.backend.whatsapp_active(caller.upstream, params.get("statut", "").strip())
+    return jsonify(error="0", statut=statut)
 
 
 @endpoint("/whatsapp/checknumber/")
-def whatsapp_checknumber() -> Response:
+def whatsapp_checknumber(params: dict[str, str], caller: Principal) -> Response:
     """Say whether a number is on WhatsApp."""
-    params, key = parameters(), credential()
     number = require("recipients", params.get("recipients", "").strip())
-    found = runtime().backend.whatsapp_check(key, number)
+    found = caller.backend.whatsapp_check(caller.upstream, number)
     return jsonify(error="0", recipients=number, whatsapp="1" if found else "0", checked_at=int(time.time()))

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from lxml import etree
 from spyne import Application, ComplexModel, Integer, ServiceBase, Unicode, rpc
 from spyne.model.fault import Fault
@@ -76,12 +76,14 @@ class SendSmsService(ServiceBase):
     def sendSms(ctx, recipients, message, apikey):  # noqa: N802, N805 (the WSDL's names)
         """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
         try:
+            caller = runtime().access.resolve(Credential(require("apikey", apikey), CredentialSource.SOAP))
+            g.principal = caller
             send = SendRequest(
-                credential=Credential(require("apikey", apikey), CredentialSource.SOAP),
+                credential=caller.upstream,
                 recipients=split_recipients(recipients or ""),
                 message=require("message", message),
             )
-            result = send_result(runtime().backend.send(send))
+            result = send_result(caller.backend.send(send))
         except BridgeError as error:
             raise Fault(faultcode=error.fault_code, faultstring=error.note) from None
         except Exception:

@@ -1,0 +1,221 @@
+"""Who is calling, and what credential goes upstream: passthrough and managed access.
+
+Passthrough (the default): the caller's key is the upstream credential, and the backend is the
+configured one. Managed (SMSBRIDGE_CLIENTS_FILE set): the caller's key must be one of the bridge's own
+client keys, stored in the file only as SHA-256 hashes; each client names its backend, that backend's
+credential and its rate limit. The file is read again when it changes, so keys are added, rotated and
+revoked without a restart; a file that no longer reads keeps the previous clients and logs why.
+
+An example file:
+
+    [defaults]
+    rate_limit = "120/minute"
+
+    [clients.acme-shop]
+    key_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+    backend = "mobsms"
+    upstream_key_env = "ACME_MOBSMS_KEY"     # or upstream_key = "..."
+    rate_limit = "10/minute;500/day"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.backends import BACKEND_CLASSES, Backend
+from app.config import ConfigError, Settings, check_limit
+from app.errors import CredentialRefused
+from app.vocabulary import Credential, CredentialSource
+
+log = logging.getLogger(__name__)
+
+#: how often, at most, a worker looks whether the clients file changed
+RELOAD_CHECK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ClientEntry:
+    """One client of a managed bridge."""
+
+    name: str
+    key_hashes: frozenset[str]
+    backend: str
+    upstream_key: str = field(repr=False)
+    rate_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller as the bridge acts for it."""
+
+    #: the name logs and rate limits use: a client's name, or a key's fingerprint
+    client: str
+    backend: Backend
+    #: the credential the backend is called with
+    upstream: Credential
+    rate_limit: str
+
+
+def hash_key(key: str) -> str:
+    """Return the SHA-256 hex digest a clients file stores for `key`."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Access:
+    """Resolve callers to principals, in passthrough or managed mode."""
+
+    def __init__(self, settings: Settings, backend_for: Callable[[str], Backend]) -> None:
+        self.settings = settings
+        self.backend_for = backend_for
+        self.path = Path(settings.clients_file) if settings.clients_file else None
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._stamp: tuple[int, int] | None = None
+        self._clients: dict[str, ClientEntry] = {}
+        self._by_hash: dict[str, ClientEntry] = {}
+        self._default_limit = settings.rate_limit
+        if self.path is not None:
+            self._load(initial=True)
+
+    @property
+    def managed(self) -> bool:
+        """Whether callers must hold one of the bridge's own client keys."""
+        return self.path is not None
+
+    def resolve(self, credential: Credential) -> Principal:
+        """Return who `credential` belongs to, or raise CredentialRefused."""
+        if not self.managed:
+            return Principal(
+                client=credential.fingerprint,
+                backend=self.backend_for(self.settings.backend),
+                upstream=credential,
+                rate_limit=self._default_limit,
+            )
+        entry = self.client_for_key(credential.secret)
+        if entry is None:
+            raise CredentialRefused("the API key is not one of this bridge's client keys")
+        return self.principal_for(entry, credential.source)
+
+    def principal_for(self, entry: ClientEntry, source: CredentialSource) -> Principal:
+        """Return the principal of a managed client calling with its key in `source`."""
+        # An upstream API key travels as `apikey`: a Bearer header upstream would be an OAuth token.
+        upstream_source = CredentialSource.QUERY if source is CredentialSource.BEARER else source
+        return Principal(
+            client=entry.name,
+            backend=self.backend_for(entry.backend),
+            upstream=Credential(entry.upstream_key, upstream_source),
+            rate_limit=entry.rate_limit or self._default_limit,
+        )
+
+    def client_for_key(self, key: str) -> ClientEntry | None:
+        """Return the managed client whose key is `key`, comparing digests in constant time."""
+        self._reload_if_changed()
+        digest = hash_key(key)
+        entry = self._by_hash.get(digest)
+        if entry is None or not any(hmac.compare_digest(digest, h) for h in entry.key_hashes):
+            return None
+        return entry
+
+    def client_named(self, name: str) -> ClientEntry | None:
+        """Return the managed client called `name`."""
+        self._reload_if_changed()
+        return self._clients.get(name)
+
+    def limit_for_client(self, client: str) -> str:
+        """Return the rate limit of a principal's client name (the default for anyone else)."""
+        entry = self._clients.get(client)
+        return (entry.rate_limit if entry else None) or self._default_limit
+
+    def _reload_if_changed(self) -> None:
+        if self.path is None or time.monotonic() - self._checked < RELOAD_CHECK_SECONDS:
+            return
+        with self._lock:
+            self._checked = time.monotonic()
+            try:
+                stat = self.path.stat()
+            except OSError as exc:
+                log.error(
+                    "clients file %s cannot be read (%s); keeping the clients loaded before", self.path, exc
+                )
+                return
+            if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                self._load(initial=False)
+
+    def _load(self, *, initial: bool) -> None:
+        assert self.path is not None
+        try:
+            stat = self.path.stat()
+            clients, default_limit = parse_clients_file(self.path.read_bytes(), self.path)
+        except (OSError, ConfigError) as exc:
+            if initial:
+                raise ConfigError(f"SMSBRIDGE_CLIENTS_FILE: {exc}") from None
+            log.error("clients file %s is invalid (%s); keeping the clients loaded before", self.path, exc)
+            return
+        for entry in clients.values():
+            self.backend_for(entry.backend)
+        self._clients = clients
+        self._by_hash = {h: entry for entry in clients.values() for h in entry.key_hashes}
+        self._default_limit = default_limit or self.settings.rate_limit
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        if not initial:
+            log.info("clients file %s reloaded: %d clients", self.path, len(clients))
+
+
+def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], str | None]:
+    """Parse and check a clients file; raise ConfigError naming what is wrong."""
+    try:
+        document = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    defaults = document.get("defaults", {})
+    default_limit = defaults.get("rate_limit")
+    if default_limit is not None:
+        check_limit(default_limit, f"{path}: [defaults] rate_limit")
+    clients: dict[str, ClientEntry] = {}
+    seen_hashes: set[str] = set()
+    for name, spec in document.get("clients", {}).items():
+        where = f"{path}: [clients.{name}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table")
+        hashes = spec.get("key_sha256")
+        if isinstance(hashes, str):
+            hashes = [hashes]
+        if not hashes or not all(isinstance(h, str) and len(h) == 64 for h in hashes):
+            raise ConfigError(f"{where} key_sha256 must be one or more SHA-256 hex digests")
+        hashes = [h.lower() for h in hashes]
+        if seen_hashes & set(hashes):
+            raise ConfigError(f"{where} shares a key_sha256 with another client")
+        seen_hashes |= set(hashes)
+        backend = spec.get("backend")
+        if backend not in BACKEND_CLASSES:
+            raise ConfigError(f"{where} backend must be one of {', '.join(BACKEND_CLASSES)}")
+        upstream = spec.get("upstream_key")
+        if "upstream_key_env" in spec:
+            upstream = os.environ.get(spec["upstream_key_env"])
+            if not upstream:
+                raise ConfigError(
+                    f"{where} upstream_key_env names {spec['upstream_key_env']}, which is not set"
+                )
+        if not upstream and backend != "sandbox":
+            raise ConfigError(f"{where} needs upstream_key or upstream_key_env: the {backend} credential")
+        limit = spec.get("rate_limit")
+        if limit is not None:
+            check_limit(limit, f"{where} rate_limit")
+        clients[name] = ClientEntry(
+            name=name,
+            key_hashes=frozenset(hashes),
+            backend=backend,
+            # A sandbox client without an upstream key gets a sandbox account of its own.
+            upstream_key=upstream or f"client:{name}",
+            rate_limit=limit,
+        )
+    return clients, default_limit
