@@ -34,6 +34,7 @@ from pathlib import Path
 from app.backends import BACKEND_CLASSES, Backend
 from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
+from app.tokens import TokenSigner, is_token
 from app.vocabulary import Credential, CredentialSource
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,12 @@ def hash_key(key: str) -> str:
 class Access:
     """Resolve callers to principals, in passthrough or managed mode."""
 
-    def __init__(self, settings: Settings, backend_for: Callable[[str], Backend]) -> None:
+    def __init__(
+        self, settings: Settings, backend_for: Callable[[str], Backend], tokens: TokenSigner
+    ) -> None:
         self.settings = settings
         self.backend_for = backend_for
+        self.tokens = tokens
         self.path = Path(settings.clients_file) if settings.clients_file else None
         self._lock = threading.Lock()
         self._checked = 0.0
@@ -100,10 +104,34 @@ class Access:
                 upstream=credential,
                 rate_limit=self._default_limit,
             )
+        if credential.source is CredentialSource.BEARER and is_token(credential.secret):
+            entry = self.client_for_token(credential.secret)
+            if entry is None:
+                raise CredentialRefused(
+                    "the access token is invalid or expired: get a new one from /oauth2/token"
+                )
+            return self.principal_for(entry, credential.source)
         entry = self.client_for_key(credential.secret)
         if entry is None:
             raise CredentialRefused("the API key is not one of this bridge's client keys")
         return self.principal_for(entry, credential.source)
+
+    def issue_token(self, client_id: str, client_secret: str) -> str | None:
+        """Return a token for a managed client whose id and secret (its key) match, else None."""
+        entry = self.client_for_key(client_secret)
+        if entry is None or not hmac.compare_digest(entry.name.encode(), client_id.encode()):
+            return None
+        return self.tokens.issue(entry.name, hash_key(client_secret))
+
+    def client_for_token(self, token: str) -> ClientEntry | None:
+        """Return the client of a valid token whose key the client still holds."""
+        claims = self.tokens.check(token)
+        if claims is None:
+            return None
+        entry = self.client_named(claims[0])
+        if entry is None or not any(h.startswith(claims[1]) for h in entry.key_hashes):
+            return None
+        return entry
 
     def principal_for(self, entry: ClientEntry, source: CredentialSource) -> Principal:
         """Return the principal of a managed client calling with its key in `source`."""

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from app.access import Access
 from app.backends import Backend, build_backend
 from app.config import Settings
+from app.tokens import TokenSigner
 
 EXTENSION = "smsbridge"
 
@@ -22,7 +23,8 @@ class Runtime:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self.backend = self.backend_for(settings.backend)
-        self.access = Access(settings, self.backend_for)
+        self.tokens = TokenSigner.from_settings(settings.token_secret, settings.data_dir, settings.token_ttl)
+        self.access = Access(settings, self.backend_for, self.tokens)
 
     def backend_for(self, name: str) -> Backend:
         """Return the backend called `name`, made once (the default one, and any a client names)."""
