@@ -16,7 +16,8 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   └── SyncRequired            REST 409: WhatsApp messages are read after a synchronisation
     ├── CredentialRefused           the key is unknown or refused: REST 403, SOAP Client.KeyRefused
     ├── NotAllowed                  the key is valid but may not do this: REST 403, SOAP Client.NotAllowed
-    ├── UpstreamRateLimited         the backend said "too many": REST 429 + Retry-After
+    ├── RateLimited                 too many requests: REST 429 + Retry-After, SOAP Client.RateLimited
+    │   └── UpstreamRateLimited     the backend's own limit
     └── BackendError                the backend's trouble, not the caller's: SOAP Server.*
         ├── NoDeviceAvailable       no phone can send now (the vendor answers 200)
         ├── BackendUnreachable      nothing reached the backend: safe to try again
@@ -111,12 +112,18 @@ class NotAllowed(BridgeError):
     code, name, http_status = 21, "not_allowed", 403
 
 
-class UpstreamRateLimited(BridgeError):
+class RateLimited(BridgeError):
+    """Too many requests: the bridge's limit for this client."""
+
     code, name, http_status = 29, "rate_limited", 429
 
     def __init__(self, note: str, *, retry_after: int | None = None) -> None:
         super().__init__(note)
         self.retry_after = retry_after
+
+
+class UpstreamRateLimited(RateLimited):
+    """Too many requests: the upstream's own limit."""
 
 
 class BackendError(BridgeError):

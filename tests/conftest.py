@@ -65,6 +65,7 @@ def settings_for(
             "data_dir": tmp_path_factory.mktemp(f"data-{backend}"),
             "connect_timeout": 2.0,
             "read_timeout": 5.0,
+            "rate_limit": "100000/minute",
             **overrides,
         }
 

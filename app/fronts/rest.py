@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.access import Principal
 from app.backends import Backend
-from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter
+from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter, RateLimited
+from app.fronts import soap
 from app.fronts.dialect import error_result, require, send_result, split_recipients
 from app.runtime import runtime
 from app.vocabulary import (
@@ -164,9 +167,11 @@ def _body_pairs() -> list[tuple[str, str]]:
 
 
 def error_response(error: BridgeError) -> Response:
-    """Answer `error` in the dialect: the `result` legacy clients read, plus the OpenAPI error."""
+    """Answer `error` in the caller's dialect: a SOAP fault, or the `result` plus the OpenAPI error."""
     if error.verbatim is not None:
         return verbatim(error.verbatim)
+    if request.blueprint == soap.bp.name and request.method == "POST":
+        return soap.fault_response(error.fault_code, error.note)
     if g.get("error_style") == "success":
         # conversation/sms/list answers {"success": false, "error": "..."}, as its docs show.
         response = jsonify(success=False, error=error.note, error_code=error.name)
@@ -195,6 +200,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        if isinstance(error, RateLimitExceeded):
+            current = current_app.extensions["smsbridge.limiter"].current_limit
+            wait = max(1, int(current.reset_at - time.time()) + 1) if current else 1
+            return error_response(
+                RateLimited(
+                    f"too many requests: this client may make {error.limit.limit}; try again in {wait} s",
+                    retry_after=wait,
+                )
+            )
         if isinstance(error, RequestEntityTooLarge):
             limit = app.config["MAX_CONTENT_LENGTH"]
             return error_response(BodyTooLarge(f"the request body is over {limit} bytes"))
@@ -209,6 +223,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.path)
+        if request.blueprint == soap.bp.name and request.method == "POST":
+            return soap.fault_response("Server.InternalError", "smsbridge failed unexpectedly")
         response = jsonify(
             result={
                 "error": 99,
