@@ -2,9 +2,18 @@
 
 import os
 
-# The bridge waits on slow upstreams (100 ms to 2 s), so a worker serves many calls at once with threads.
+from app.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as error:
+    raise SystemExit(f"smsbridge: {error}") from None
+
 bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("SMSBRIDGE_WORKERS", "2"))
+# One process by default, so that rate limits counted in memory are exact; SMSBRIDGE_WORKERS > 1
+# needs SMSBRIDGE_RATELIMIT_STORAGE=redis://... (Settings refuses the other combination).
+workers = _settings.workers
+# The bridge mostly waits on slow upstreams (100 ms to 2 s): threads keep many sends in flight.
 worker_class = "gthread"
 threads = int(os.environ.get("SMSBRIDGE_THREADS", "32"))
 

@@ -1,0 +1,36 @@
+-- wrk script for bench/run: the request comes from the environment, the summary goes out as one JSON line.
+--
+--   BENCH_METHOD     GET or POST (default GET)
+--   BENCH_BODY_FILE  a file whose bytes are the body of every request (optional)
+--   BENCH_HEADERS    "Name: value" lines, separated by newlines (optional)
+--
+-- wrk loads this file once per thread and once more for `done`, so every state sets the request itself.
+
+wrk.method = os.getenv("BENCH_METHOD") or "GET"
+
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file and body_file ~= "" then
+  local f = assert(io.open(body_file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+end
+
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^%s*([^:]+):%s*(.-)%s*$")
+  if name then
+    wrk.headers[name] = value
+  end
+end
+
+-- wrk counts a status above 399 in errors.status ("Non-2xx or 3xx responses").
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,'
+      .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
+      .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean
+  ))
+end
