@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import health, oauth, rate_limits, runtime, sandbox_console
+from app import health, oauth, rate_limits, request_log, runtime, sandbox_console
 from app.config import Settings
 from app.fronts import rest, rest_endpoints, soap
 
@@ -31,5 +31,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(rest.passthrough_bp)
     if any(b.name == "sandbox" for b in state.backends):
         sandbox_console.init_app(app)
+    request_log.init_app(app, settings.trusted_proxies)
     rate_limits.init_app(app, settings)
     return app

@@ -49,7 +49,7 @@ def _identify() -> str:
     if not secret:
         return f"ip:{request.remote_addr}"
     if not access.managed:
-        return f"key:{hash_key(secret)[:16]}"
+        return f"key:{hash_key(secret)[:12]}"
     entry = access.client_for_token(secret) if is_token(secret) else access.client_for_key(secret)
     # A key the bridge does not know is counted by address, so guessing keys is limited too.
     return f"client:{entry.name}" if entry else f"ip:{request.remote_addr}"

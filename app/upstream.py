@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import requests
@@ -18,6 +19,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 
 from app.config import Settings
 from app.errors import BackendConnectionLost, BackendTimeout, BackendUnreachable
+from app.request_log import note_upstream
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,14 @@ class UpstreamHttp:
 
     def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send one request and return its response whatever its status; raise on transport failure."""
+        started = time.perf_counter()
+        status = None
         try:
-            return self.session.request(
+            response = self.session.request(
                 method, url, timeout=self.timeout, verify=self.verify, allow_redirects=False, **kwargs
             )
+            status = response.status_code
+            return response
         except requests.exceptions.SSLError as exc:
             raise BackendUnreachable(
                 f"the {self.backend} backend failed the TLS handshake; nothing was sent"
@@ -68,6 +74,8 @@ class UpstreamHttp:
                 f"the connection to the {self.backend} backend broke before it answered; "
                 "the message may have been sent: check before sending it again"
             ) from exc
+        finally:
+            note_upstream(status, time.perf_counter() - started)
 
     @property
     def session(self) -> requests.Session:

@@ -14,6 +14,7 @@ from app.backends import Backend
 from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter, RateLimited
 from app.fronts import soap
 from app.fronts.dialect import error_result, require, send_result, split_recipients
+from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
     Credential,
@@ -41,6 +42,7 @@ def sendsms() -> Response:
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
         http=http_call(),
     )
+    note_recipients(send.recipients)
     receipt = caller.backend.send(send)
     if receipt.verbatim is not None:
         return verbatim(receipt.verbatim)
@@ -168,6 +170,7 @@ def _body_pairs() -> list[tuple[str, str]]:
 
 def error_response(error: BridgeError) -> Response:
     """Answer `error` in the caller's dialect: a SOAP fault, or the `result` plus the OpenAPI error."""
+    note_outcome(error.name)
     if error.verbatim is not None:
         return verbatim(error.verbatim)
     if request.blueprint == soap.bp.name and request.method == "POST":
@@ -223,6 +226,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.path)
+        note_outcome("internal_error")
         if request.blueprint == soap.bp.name and request.method == "POST":
             return soap.fault_response("Server.InternalError", "smsbridge failed unexpectedly")
         response = jsonify(

@@ -24,6 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import BridgeError
 from app.fronts.dialect import RESULT_FIELDS, require, send_result, split_recipients
+from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import Credential, CredentialSource, SendRequest
 
@@ -75,6 +76,7 @@ class SendSmsService(ServiceBase):
     )
     def sendSms(ctx, recipients, message, apikey):  # noqa: N802, N805 (the WSDL's names)
         """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
+        g.soap_operation = "sendSms"
         try:
             caller = runtime().access.resolve(Credential(require("apikey", apikey), CredentialSource.SOAP))
             g.principal = caller
@@ -83,11 +85,14 @@ class SendSmsService(ServiceBase):
                 recipients=split_recipients(recipients or ""),
                 message=require("message", message),
             )
+            note_recipients(send.recipients)
             result = send_result(caller.backend.send(send))
         except BridgeError as error:
+            note_outcome(error.name)
             raise Fault(faultcode=error.fault_code, faultstring=error.note) from None
         except Exception:
             log.exception("unexpected error in SOAP sendSms")
+            note_outcome("internal_error")
             raise Fault(*_INTERNAL_ERROR) from None
         return tuple(_soap_value(name, result.get(name)) for name in RESULT_FIELDS)
 
@@ -157,6 +162,7 @@ def endpoint() -> Response:
 
 def fault_response(code: str, string: str) -> Response:
     """Return a SOAP 1.1 Fault made by the bridge itself, before spyne has read the request."""
+    g.setdefault("log_outcome", _fault_outcome(code))
     envelope = (
         "<?xml version='1.0' encoding='UTF-8'?>"
         '<soap11env:Envelope xmlns:soap11env="http://schemas.xmlsoap.org/soap/envelope/">'
@@ -166,6 +172,12 @@ def fault_response(code: str, string: str) -> Response:
         "</soap11env:Fault></soap11env:Body></soap11env:Envelope>"
     )
     return Response(envelope, status=500, content_type="text/xml; charset=utf-8")
+
+
+def _fault_outcome(code: str) -> str:
+    """Return the log's outcome for a fault code: Client.BodyTooLarge -> body_too_large."""
+    name = code.rpartition(".")[2]
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 _DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)

@@ -1,0 +1,136 @@
+"""One structured JSON line per request, written to stderr by the `smsbridge.request` logger.
+
+    {"time": "2026-11-23T10:00:00.123Z", "request_id": "...", "client_ip": "203.0.113.7",
+     "method": "POST", "path": "/sendsms/", "dialect": "rest", "operation": "sendsms",
+     "client": "acme-shop", "backend": "mobsms", "recipients": ["+32*******001"],
+     "upstream_status": 201, "upstream_ms": 41.2, "upstream_calls": 1,
+     "status": 200, "outcome": "ok", "ms": 45.9}
+
+Never a key, token, secret or message text; recipients keep only their last three digits. The request
+id is the caller's X-Request-ID when it is a sane one, else a new one, and is echoed in the answer.
+The client IP is the peer's, or, behind SMSBRIDGE_TRUSTED_PROXIES proxies, the address those proxies
+saw, so a client cannot choose its own by sending X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+log = logging.getLogger("smsbridge.request")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SECRETS = re.compile(
+    r"(apikey|client_secret|access_token)=[^&\s\"']+|(Bearer|Basic)\s+[^\s\"']+", re.IGNORECASE
+)
+
+
+def mask_number(number: str) -> str:
+    """Return a phone number with every digit but the last three hidden."""
+    digits = sum(c.isdigit() for c in number)
+    seen = 0
+    masked = []
+    for c in number:
+        if c.isdigit():
+            seen += 1
+            masked.append(c if seen > digits - 3 else "*")
+        elif c == "+":
+            masked.append(c)
+    return "".join(masked)
+
+
+def note_recipients(recipients: tuple[str, ...]) -> None:
+    """Remember the request's recipients, masked, for its log line."""
+    g.log_recipients = [mask_number(r) for r in recipients[:20]]
+
+
+def note_outcome(outcome: str) -> None:
+    """Say how the request ended (an error's name), for its log line."""
+    g.log_outcome = outcome
+
+
+def note_upstream(status: int | None, seconds: float) -> None:
+    """Count an upstream call, its status (None when no answer came) and its time."""
+    if not has_request_context():
+        return
+    g.upstream_calls = g.get("upstream_calls", 0) + 1
+    g.upstream_status = status
+    g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+
+
+def _start() -> None:
+    g.log_started = time.perf_counter()
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _finish(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    if request.path in ("/healthz", "/readyz", "/metrics"):
+        return response
+    principal = g.get("principal")
+    status = response.status_code
+    line = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "request_id": g.get("request_id"),
+        "client_ip": request.remote_addr,
+        "method": request.method,
+        "path": request.path,
+        "dialect": _dialect(),
+        "operation": g.get("soap_operation") or (request.endpoint or "").rpartition(".")[2] or None,
+        "client": principal.client if principal else g.get("limit_key"),
+        "backend": principal.backend.name if principal else None,
+        "recipients": g.get("log_recipients"),
+        "upstream_status": g.get("upstream_status"),
+        "upstream_ms": round(g.upstream_seconds * 1000, 1) if "upstream_seconds" in g else None,
+        "upstream_calls": g.get("upstream_calls", 0),
+        "status": status,
+        "outcome": g.get("log_outcome") or ("ok" if status < 400 else f"http_{status}"),
+        "ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 1),
+    }
+    log.info(json.dumps(line, separators=(",", ":")))
+    return response
+
+
+def _dialect() -> str:
+    if request.blueprint == "soap":
+        return "soap"
+    if request.blueprint == "oauth":
+        return "oauth"
+    return "rest"
+
+
+class RedactSecrets(logging.Filter):
+    """Scrub keys, tokens and secrets from any log record, whatever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "=***", message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def init_app(app: Flask, trusted_proxies: int) -> None:
+    """Log every request, and trust X-Forwarded-For only from the configured number of proxies."""
+    if trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies)  # type: ignore[method-assign]
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+    app.after_request(_finish)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    redact = RedactSecrets()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
