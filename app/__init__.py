@@ -32,5 +32,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if any(b.name == "sandbox" for b in state.backends):
         sandbox_console.init_app(app)
     request_log.init_app(app, settings.trusted_proxies)
-    rate_limits.init_app(app, settings)
+    rate_limits.init_app(app, settings, per_client=state.access.managed)
     return app

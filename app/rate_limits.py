@@ -73,8 +73,13 @@ def _exempt() -> bool:
     return request.method == "GET" and request.path in (soap.WSDL_PATH, soap.ENDPOINT_PATH)
 
 
-def init_app(app: Flask, settings: Settings) -> Limiter:
-    """Limit every request but health checks, metrics and the WSDL."""
+def init_app(app: Flask, settings: Settings, *, per_client: bool) -> Limiter:
+    """Limit every request but health checks, metrics and the WSDL.
+
+    `per_client`: clients may have limits of their own (managed mode); otherwise every client has
+    the default, given to flask-limiter as a string so that it is parsed once, not on each request.
+    """
+    limit = client_limit if per_client else settings.rate_limit
     options = {}
     if settings.ratelimit_storage.startswith("redis"):
         options = {
@@ -86,8 +91,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         key_func=client_key,
         app=app,
         # Application-wide: one count per client across REST, SOAP and every endpoint.
-        application_limits=[client_limit],
-        in_memory_fallback=[ApplicationLimit(limit_provider=client_limit, key_function=client_key)],
+        application_limits=[limit],
+        in_memory_fallback=[ApplicationLimit(limit_provider=limit, key_function=client_key)],
         in_memory_fallback_enabled=True,
         storage_uri=settings.ratelimit_storage,
         storage_options=options,
