@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import threading
 import time
 import tomllib
@@ -187,6 +188,9 @@ class Access:
             if initial:
                 raise ConfigError(f"SMSBRIDGE_CLIENTS_FILE: {exc}") from None
             log.error("clients file %s is invalid (%s); keeping the clients loaded before", self.path, exc)
+            if isinstance(exc, ConfigError):
+                # Said once for this version of the file, not at every check until it is fixed.
+                self._stamp = (stat.st_mtime_ns, stat.st_size)
             return
         for entry in clients.values():
             self.backend_for(entry.backend)
@@ -198,6 +202,10 @@ class Access:
             log.info("clients file %s reloaded: %d clients", self.path, len(clients))
 
 
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None
+
+
 def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], str | None]:
     """Parse and check a clients file; raise ConfigError naming what is wrong."""
     try:
@@ -205,6 +213,10 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     defaults = document.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: [defaults] must be a table")
+    if not isinstance(document.get("clients", {}), dict):
+        raise ConfigError(f"{path}: [clients] must be a table of [clients.NAME] tables")
     default_limit = defaults.get("rate_limit")
     if default_limit is not None:
         check_limit(default_limit, f"{path}: [defaults] rate_limit")
@@ -217,22 +229,26 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
         hashes = spec.get("key_sha256")
         if isinstance(hashes, str):
             hashes = [hashes]
-        if not hashes or not all(isinstance(h, str) and len(h) == 64 for h in hashes):
+        if not isinstance(hashes, list) or not hashes or not all(_is_sha256(h) for h in hashes):
             raise ConfigError(f"{where} key_sha256 must be one or more SHA-256 hex digests")
         hashes = [h.lower() for h in hashes]
         if seen_hashes & set(hashes):
             raise ConfigError(f"{where} shares a key_sha256 with another client")
         seen_hashes |= set(hashes)
         backend = spec.get("backend")
-        if backend not in BACKEND_CLASSES:
+        if not isinstance(backend, str) or backend not in BACKEND_CLASSES:
             raise ConfigError(f"{where} backend must be one of {', '.join(BACKEND_CLASSES)}")
         upstream = spec.get("upstream_key")
         if "upstream_key_env" in spec:
+            if not isinstance(spec["upstream_key_env"], str):
+                raise ConfigError(f"{where} upstream_key_env must be the name of an environment variable")
             upstream = os.environ.get(spec["upstream_key_env"])
             if not upstream:
                 raise ConfigError(
                     f"{where} upstream_key_env names {spec['upstream_key_env']}, which is not set"
                 )
+        if upstream is not None and not isinstance(upstream, str):
+            raise ConfigError(f"{where} upstream_key must be a string")
         if not upstream and backend != "sandbox":
             raise ConfigError(f"{where} needs upstream_key or upstream_key_env: the {backend} credential")
         limit = spec.get("rate_limit")

@@ -131,6 +131,6 @@ def init_app(app: Flask, trusted_proxies: int) -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    redact = RedactSecrets()
     for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())

@@ -45,6 +45,8 @@ class HttpCall:
     #: a body that is not a form (JSON, say), kept byte for byte, with its credential still inside
     body: bytes | None = field(default=None, repr=False)
     content_type: str = ""
+    #: an Authorization header that is not the credential (HTTP Basic to /oauth2/token), as sent
+    authorization: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

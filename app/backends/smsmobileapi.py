@@ -29,7 +29,7 @@ from app.vocabulary import (
 )
 
 #: upstream headers a passthrough hands on besides the body's type
-PASSED_HEADERS = ("Retry-After",)
+PASSED_HEADERS = ("Retry-After", "Cache-Control", "Pragma", "WWW-Authenticate")
 
 
 class SmsMobileApiBackend(Backend):
@@ -72,8 +72,12 @@ class SmsMobileApiBackend(Backend):
             query.insert(0, ("apikey", credential.secret))
         elif body is None:
             form.insert(0, ("apikey", credential.secret))
+        else:
+            body = _with_json_apikey(body, credential.secret)
+        if call.authorization and "Authorization" not in headers:
+            headers["Authorization"] = call.authorization
         if body is not None:
-            # Not a form (JSON, say): forwarded as it came, its credential still inside it.
+            # Not a form (JSON, say): forwarded as it came, with the credential put back inside it.
             headers["Content-Type"] = call.content_type
         elif form or call.method not in ("GET", "HEAD", "DELETE"):
             body = urlencode(form)
@@ -83,6 +87,18 @@ class SmsMobileApiBackend(Backend):
             url += "?" + urlencode(query)
         response = self.http.request(call.method, url, data=body, headers=headers)
         return _reply(response)
+
+
+def _with_json_apikey(body: bytes | str, secret: str) -> bytes | str:
+    """Put `secret` as the apikey of a JSON object body (the one the caller's key came in)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(document, dict) or document.get("apikey") == secret:
+        return body
+    document["apikey"] = secret
+    return json.dumps(document, ensure_ascii=False).encode()
 
 
 def _form_post(path: str, request: SendRequest) -> HttpCall:

@@ -100,6 +100,8 @@ def optional_credential() -> Credential | None:
 def http_call() -> HttpCall:
     """Return the call as the caller made it, without its credential, for a passthrough."""
     raw = None if request.form else request.get_data() or None
+    header = request.headers.get("Authorization", "")
+    scheme = header.partition(" ")[0]
     return HttpCall(
         method=request.method,
         path=request.path,
@@ -107,6 +109,7 @@ def http_call() -> HttpCall:
         form=tuple((k, v) for k, v in request.form.items(multi=True) if k != "apikey"),
         body=raw,
         content_type=request.content_type or "" if raw else "",
+        authorization="" if scheme.lower() == "bearer" else header,
     )
 
 
