@@ -159,9 +159,9 @@ class Access:
         self._reload_if_changed()
         return self._clients.get(name)
 
-    def limit_for_client(self, client: str) -> str:
-        """Return the rate limit of a principal's client name (the default for anyone else)."""
-        entry = self._clients.get(client)
+    def limit_for_client(self, client: str | None) -> str:
+        """Return the rate limit of a managed client's name; the default for anyone else."""
+        entry = self._clients.get(client) if client else None
         return (entry.rate_limit if entry else None) or self._default_limit
 
     def _reload_if_changed(self) -> None:

@@ -38,9 +38,9 @@ def client_key() -> str:
 def client_limit() -> str:
     """Return the limit of the client this request is counted under."""
     key = client_key()
-    name = key.removeprefix("client:") if key.startswith("client:") else None
-    access = runtime().access
-    return access.limit_for_client(name) if name else access.settings.rate_limit
+    return runtime().access.limit_for_client(
+        key.removeprefix("client:") if key.startswith("client:") else None
+    )
 
 
 def _identify() -> str:

@@ -1,4 +1,5 @@
 """Managed mode and OAuth2 through the real runtime: gunicorn, a clients file, two workers sharing tokens."""
+# Two workers need Redis for their limits; the tokens must work whichever worker answers.
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import zeep
 
 from app.access import hash_key
 from tests.fakes.mobsms import FakeMobsms
-from tests.test_gunicorn import Gunicorn
+from tests.test_rate_limits import RedisServer, served_by, start_bridge
 
 CLIENT_KEY = "acme-client-key-7f3a"
 
@@ -26,15 +27,17 @@ backend = "mobsms"
 upstream_key_env = "ACME_MOBSMS_KEY"
 """
     )
-    bridge = Gunicorn(
+    (tmp_path / "redis").mkdir()
+    redis_server = RedisServer(tmp_path / "redis")
+    bridge = start_bridge(
+        tmp_path,
         {
-            "SMSBRIDGE_BACKEND": "sandbox",
             "SMSBRIDGE_MOBSMS_URL": fake_mobsms.url,
-            "SMSBRIDGE_DATA_DIR": str(tmp_path / "data"),
             "SMSBRIDGE_CLIENTS_FILE": str(clients),
+            "SMSBRIDGE_WORKERS": "2",
+            "SMSBRIDGE_RATELIMIT_STORAGE": redis_server.url,
             "ACME_MOBSMS_KEY": "mobsms-key-1",
         },
-        tmp_path / "gunicorn.log",
     )
     try:
         by_key = requests.post(
@@ -53,15 +56,24 @@ upstream_key_env = "ACME_MOBSMS_KEY"
         assert token.status_code == 200
         assert token.headers["Cache-Control"] == "no-store"
         access_token = token.json()["access_token"]
-        # Several requests, each on a new connection, so that whichever worker answers accepts the token.
-        for n in range(4):
+        # Requests on new connections until both workers have accepted the token.
+        probes: list[str] = []
+        workers: set[int] = set()
+        while len(workers) < 2:
+            assert len(probes) < 40, "one worker answered every request"
+            probes.append(f"token-{len(probes)}")
             by_token = requests.get(
                 bridge.url + "/sendsms",
-                params={"recipients": "+32470000002", "message": f"by token {n}"},
-                headers={"Authorization": f"Bearer {access_token}", "Connection": "close"},
+                params={"recipients": "+32470000002", "message": f"by token {len(probes) - 1}"},
+                headers={
+                    "Authorization": f"Bearer {access_token}",
+                    "Connection": "close",
+                    "X-Probe": probes[-1],
+                },
                 timeout=10,
             )
             assert by_token.json()["result"]["sent"] == "1", by_token.text
+            workers.add(served_by(bridge, [probes[-1]])[probes[-1]][0])
 
         soap = zeep.Client(bridge.url + "/sendsms/wsdl/sendsms.wsdl").service.sendSms(
             recipients="+32470000003", message="by SOAP", apikey=CLIENT_KEY
@@ -77,14 +89,13 @@ upstream_key_env = "ACME_MOBSMS_KEY"
         assert refused.json()["result"]["error_code"] == "key_refused"
     finally:
         output = bridge.stop()
+        redis_server.stop()
 
-    assert [r.headers["authorization"] for r in fake_mobsms.received] == ["Bearer mobsms-key-1"] * 6
+    sends = len(probes) + 2
+    assert [r.headers["authorization"] for r in fake_mobsms.received] == ["Bearer mobsms-key-1"] * sends
     assert [r.json["message"] for r in fake_mobsms.received] == [
         "by key",
-        "by token 0",
-        "by token 1",
-        "by token 2",
-        "by token 3",
+        *(f"by token {n}" for n in range(len(probes))),
         "by SOAP",
     ]
     for secret in (CLIENT_KEY, "mobsms-key-1", access_token):

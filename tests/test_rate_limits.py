@@ -1,0 +1,547 @@
+"""Rate limits through the real runtime: gunicorn in a child process and, for several workers, a real Redis.
+
+What `app/rate_limits.py` promises, checked from outside as a client sees it:
+
+- one count per client across REST and SOAP; past the limit REST answers 429 with `Retry-After` and the
+  dialect's error body, SOAP a `Client.RateLimited` fault; health checks and the WSDL are never limited;
+- a managed client has the limit the clients file gives it, else the file's `[defaults]`;
+- memory:// is exact for the default runtime (one worker); several workers share one count in redis://,
+  and gunicorn refuses to start several workers on memory://;
+- when Redis cannot be reached, answers stay fast (100 ms Redis timeouts) and limits go on in each
+  worker's memory, at most the limit per worker, never switched off; when Redis answers again the
+  workers count there again.
+
+Every request is sent on a new TCP connection (`Connection: close`, no `requests.Session`), so which
+worker answers never depends on keep-alive. Tests that need to know which worker answered override
+gunicorn's access log format through GUNICORN_CMD_ARGS (which gunicorn applies over gunicorn.conf.py):
+each line then starts with the worker's pid and the request's `X-Probe` header.
+
+redis-server must be installed (`scripts/setup --test` installs it). Each Redis started here listens on
+a free port of 127.0.0.1, keeps nothing on disk, and is stopped at the end of the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.test_gunicorn import ROOT, Gunicorn, free_port
+from tests.test_soap import envelope, fault_of
+
+TO = "+32470000001"
+#: gunicorn's access log, as these tests read it: "<pid> probe status"
+ACCESS_LOG_FORMAT = "--access-logformat '%(p)s %({x-probe}i)s %(s)s'"
+_ACCESS_LINE = re.compile(r"^<(\d+)> (\S+) (\d{3})$", re.MULTILINE)
+#: how long one answer may take while Redis is down or frozen (the bridge waits 100 ms for Redis)
+FAST = 1.0
+
+
+# --- a real Redis -----------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server on a free port of 127.0.0.1, without persistence, that can be stopped and restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        executable = shutil.which("redis-server")
+        assert executable, "redis-server is missing: run scripts/setup --test"
+        self.executable = executable
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start redis-server on its port (the same one after a stop) and wait until it answers PING."""
+        assert self.process is None, "redis-server is already running"
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, (self.directory / "redis.log").read_text(errors="replace")
+            try:
+                if self.client.ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop redis-server (its data goes with it) and wait until it has exited."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # in case it was frozen
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process = None
+        self.client.connection_pool.disconnect()
+
+    def freeze(self) -> None:
+        """Stop redis-server's process without closing its port: connections open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen redis-server run again."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def count_of(self, key: str) -> int | None:
+        """Return the count Redis holds for the client that sends `key`, or None if it holds none."""
+        names = self.client.keys(f"*:{fingerprint(key)}*")
+        assert len(names) <= 1, names
+        return int(self.client.get(names[0])) if names else None
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the module."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_redis(redis_server: RedisServer) -> RedisServer:
+    """The module's Redis, running (even if a test before stopped it) and empty."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.thaw()
+    redis_server.client.flushall()
+    return redis_server
+
+
+# --- talking to the bridge --------------------------------------------------------------------------------
+
+
+def fingerprint(key: str) -> str:
+    """Return the start of the fingerprint a passthrough key is counted under (its SHA-256, shortened)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def key_tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def new_key() -> str:
+    return f"key-{key_tag()}"
+
+
+def send(bridge: Gunicorn, key: str, probe: str = "-") -> requests.Response:
+    """Send one SMS over REST on a new connection."""
+    return requests.get(
+        bridge.url + "/sendsms/",
+        params={"apikey": key, "recipients": TO, "message": "Hi"},
+        headers={"Connection": "close", "X-Probe": probe},
+        timeout=10,
+    )
+
+
+def soap_send(bridge: Gunicorn, key: str) -> requests.Response:
+    """Send one SMS over SOAP on a new connection."""
+    return requests.post(
+        bridge.url + "/sendsms/soap/",
+        data=envelope(key=key).encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8", "Connection": "close"},
+        timeout=10,
+    )
+
+
+def get(bridge: Gunicorn, path: str) -> requests.Response:
+    return requests.get(bridge.url + path, headers={"Connection": "close"}, timeout=10)
+
+
+def assert_rate_limited(response: requests.Response, limit: str) -> None:
+    """Check a REST 429 in the dialect: Retry-After in whole seconds, error 29, a note naming `limit`."""
+    assert response.status_code == 429, response.text
+    retry_after = response.headers.get("Retry-After", "")
+    assert retry_after.isdigit(), response.headers
+    assert 1 <= int(retry_after) <= 61
+    body = response.json()
+    assert body["result"]["error"] == 29
+    assert body["result"]["error_code"] == "rate_limited"
+    assert body["result"]["sent"] == "0"
+    assert limit in body["result"]["note"], body
+    assert body["error"] == 29
+
+
+def statuses_of(bridge: Gunicorn, key: str, count: int, probe: str) -> list[int]:
+    """Send `count` REST sends for `key`, each under probe `<probe>-<n>`, and return their statuses."""
+    return [send(bridge, key, f"{probe}-{n}").status_code for n in range(count)]
+
+
+def served_by(bridge: Gunicorn, probes: list[str]) -> dict[str, tuple[int, int]]:
+    """Return {probe: (worker pid, status)} from the access log, waiting until every probe is there."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = {
+            m[2]: (int(m[1]), int(m[3]))
+            for m in _ACCESS_LINE.finditer(bridge.log.read_text(errors="replace"))
+        }
+        if all(p in found for p in probes) or time.monotonic() > deadline:
+            missing = [p for p in probes if p not in found]
+            assert not missing, f"not in the access log: {missing}\n{bridge.log.read_text()}"
+            return {p: found[p] for p in probes}
+        time.sleep(0.05)
+
+
+def ready_workers(bridge: Gunicorn, count: int = 2) -> set[int]:
+    """Wait until `count` workers answer (health checks, which are never limited); return their pids."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only workers {seen} answered:\n{bridge.log.read_text()}"
+        probe = f"ready-{key_tag()}"
+        assert requests.get(
+            bridge.url + "/healthz", headers={"Connection": "close", "X-Probe": probe}, timeout=10
+        ).ok
+        seen.add(served_by(bridge, [probe])[probe][0])
+    return seen
+
+
+def start_bridge(tmp_path: Path, env: dict[str, str], name: str = "gunicorn") -> Gunicorn:
+    """Start the bridge under gunicorn with the sandbox backend and `env`."""
+    return Gunicorn(
+        {
+            "SMSBRIDGE_DATA_DIR": str(tmp_path / f"{name}-data"),
+            "GUNICORN_CMD_ARGS": ACCESS_LOG_FORMAT,
+            **env,
+        },
+        tmp_path / f"{name}.log",
+    )
+
+
+# --- the default runtime: one worker, memory:// -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def memory_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """The default runtime (one worker, memory://) with a limit of 3 a minute."""
+    bridge = start_bridge(tmp_path_factory.mktemp("memory"), {"SMSBRIDGE_RATE_LIMIT": "3/minute"})
+    yield bridge
+    bridge.stop()
+
+
+def test_a_key_gets_its_limit_over_rest_and_soap_and_other_keys_do_not_pay_for_it(
+    memory_bridge: Gunicorn,
+) -> None:
+    """3 sends pass; the 4th REST send is a dialect 429; the key's SOAP send is then a RateLimited fault.
+
+    The count is one per client across fronts: SOAP reads the key from the envelope and lands on the
+    same count as REST. Another key has a count of its own.
+    """
+    key = new_key()
+    for _ in range(3):
+        response = send(memory_bridge, key)
+        assert response.status_code == 200, response.text
+        assert response.json()["result"]["sent"] == "1"
+
+    assert_rate_limited(send(memory_bridge, key), "3 per 1 minute")
+
+    soap = soap_send(memory_bridge, key)
+    assert soap.headers["Content-Type"].startswith("text/xml")
+    code, string = fault_of(soap)
+    assert code == "soap11env:Client.RateLimited"
+    assert "3 per 1 minute" in string
+
+    other = send(memory_bridge, new_key())
+    assert other.status_code == 200, other.text
+    assert other.json()["result"]["sent"] == "1"
+
+
+def test_soap_sends_count_against_the_same_limit_as_rest(memory_bridge: Gunicorn) -> None:
+    """SOAP first: 3 SOAP sends pass, then the same key's REST send is refused with 429."""
+    key = new_key()
+    for _ in range(3):
+        response = soap_send(memory_bridge, key)
+        assert response.status_code == 200, response.text
+        assert b"Fault" not in response.content
+    assert_rate_limited(send(memory_bridge, key), "3 per 1 minute")
+
+
+def test_health_checks_and_the_wsdl_are_never_limited(memory_bridge: Gunicorn) -> None:
+    """Far more than 3 health checks and WSDL fetches all pass, and they cost the caller's address nothing.
+
+    A request without a key is counted by address: after them, one still gets its own answer (400
+    missing_parameter), not a 429.
+    """
+    for _ in range(6):
+        assert get(memory_bridge, "/healthz").status_code == 200
+        wsdl = get(memory_bridge, "/sendsms/wsdl/sendsms.wsdl")
+        assert wsdl.status_code == 200
+        assert b"definitions" in wsdl.content
+    keyless = get(memory_bridge, "/sendsms/?recipients=%2B32470000001&message=Hi")
+    assert keyless.status_code == 400, keyless.text
+    assert keyless.json()["result"]["error_code"] == "missing_parameter"
+
+
+# --- managed mode: limits from the clients file -----------------------------------------------------------
+
+
+def test_managed_clients_get_the_limit_of_the_clients_file(tmp_path: Path) -> None:
+    """A client with `rate_limit = "2/minute"` gets 2; a client without one gets `[defaults]`'s 5.
+
+    SMSBRIDGE_RATE_LIMIT is 3/minute here: the file's `[defaults]` is what a client without a limit of
+    its own gets, not the variable. Keys the bridge does not know are counted by address, so guessing
+    keys is limited too: different unknown keys from one address share one count, refused (403) until
+    the limit and then 429. Which default that count has (the variable's 3 or `[defaults]`' 5) is not
+    asserted: README and app/rate_limits.py leave it open.
+    """
+    slow_key, busy_key = new_key(), new_key()
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        '[defaults]\nrate_limit = "5/minute"\n\n'
+        f'[clients.slow-shop]\nkey_sha256 = ["{hashlib.sha256(slow_key.encode()).hexdigest()}"]\n'
+        'backend = "sandbox"\nrate_limit = "2/minute"\n\n'
+        f'[clients.busy-shop]\nkey_sha256 = ["{hashlib.sha256(busy_key.encode()).hexdigest()}"]\n'
+        'backend = "sandbox"\n'
+    )
+    bridge = start_bridge(
+        tmp_path, {"SMSBRIDGE_CLIENTS_FILE": str(clients), "SMSBRIDGE_RATE_LIMIT": "3/minute"}
+    )
+    try:
+        assert statuses_of(bridge, slow_key, 2, "slow") == [200, 200]
+        assert_rate_limited(send(bridge, slow_key), "2 per 1 minute")
+
+        assert statuses_of(bridge, busy_key, 5, "busy") == [200] * 5
+        assert_rate_limited(send(bridge, busy_key), "5 per 1 minute")
+
+        guesses = [send(bridge, new_key()) for _ in range(6)]
+        refused = [g.status_code for g in guesses]
+        assert 429 in refused, refused
+        # Unknown keys count against their address with the file's default, like any client without its own.
+        assert refused == [403] * 5 + [429], refused
+        assert guesses[0].json()["result"]["error_code"] == "key_refused"
+        assert_rate_limited(guesses[-1], "5 per 1 minute")
+    finally:
+        bridge.stop()
+
+
+# --- several workers: one count in Redis ------------------------------------------------------------------
+
+
+def test_two_workers_share_one_exact_count_in_redis(fresh_redis: RedisServer, tmp_path: Path) -> None:
+    """With 2 workers on redis://, a key with 5/minute gets exactly 5 of 12 sends, whichever worker answers.
+
+    The access log shows the pid of the worker that answered each send: the test only counts a round
+    in which both workers answered some of the 12 (the kernel chooses; a round where one worker took
+    them all is sent again with a new key). Redis holds the count: 12.
+    """
+    bridge = start_bridge(
+        tmp_path,
+        {
+            "SMSBRIDGE_WORKERS": "2",
+            "SMSBRIDGE_RATELIMIT_STORAGE": fresh_redis.url,
+            "SMSBRIDGE_RATE_LIMIT": "5/minute",
+        },
+    )
+    try:
+        workers = ready_workers(bridge)
+        for attempt in range(5):
+            key = new_key()
+            statuses = statuses_of(bridge, key, 12, f"shared{attempt}")
+            assert statuses == [200] * 5 + [429] * 7
+            assert fresh_redis.count_of(key) == 12
+            served = served_by(bridge, [f"shared{attempt}-{n}" for n in range(12)])
+            assert [status for _, status in served.values()] == statuses
+            assert {pid for pid, _ in served.values()} <= workers
+            if len({pid for pid, _ in served.values()}) == 2:
+                break
+        else:
+            pytest.fail("in 5 rounds of 12 sends, one worker answered every send of each round")
+        assert_rate_limited(send(bridge, key), "5 per 1 minute")
+    finally:
+        bridge.stop()
+
+
+def test_two_workers_are_refused_with_memory_storage(tmp_path: Path) -> None:
+    """memory:// with SMSBRIDGE_WORKERS=2 would multiply every limit by 2: gunicorn does not start."""
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
+                "SMSBRIDGE_BIND": f"127.0.0.1:{free_port()}",
+                "SMSBRIDGE_DATA_DIR": str(tmp_path),
+                "SMSBRIDGE_WORKERS": "2",
+                "SMSBRIDGE_RATELIMIT_STORAGE": "memory://",
+                "SMSBRIDGE_RATE_LIMIT": "5/minute",
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    output = log.read_text()
+    assert done.returncode != 0, output
+    assert "SMSBRIDGE_WORKERS=2" in output
+    assert "redis://" in output
+    assert "Booting worker" not in output
+
+
+# --- Redis down, frozen, and back -------------------------------------------------------------------------
+
+
+def _per_worker(served: dict[str, tuple[int, int]]) -> dict[int, list[int]]:
+    """Return each worker's statuses, in the order its sends were made."""
+    by_worker: dict[int, list[int]] = {}
+    for pid, status in served.values():
+        by_worker.setdefault(pid, []).append(status)
+    return by_worker
+
+
+def _timed_sends(bridge: Gunicorn, key: str, count: int, probe: str) -> list[requests.Response]:
+    answers = []
+    for n in range(count):
+        started = time.monotonic()
+        response = send(bridge, key, f"{probe}-{n}")
+        elapsed = time.monotonic() - started
+        assert elapsed < FAST, f"send {n} took {elapsed:.2f} s while Redis was unreachable"
+        answers.append(response)
+    return answers
+
+
+def _assert_limited_per_worker(bridge: Gunicorn, answers: list[requests.Response], probe: str) -> None:
+    """Each worker let through at most 5 and refused every send beyond its 5th, in the dialect."""
+    served = served_by(bridge, [f"{probe}-{n}" for n in range(len(answers))])
+    assert [status for _, status in served.values()] == [a.status_code for a in answers]
+    for pid, statuses in _per_worker(served).items():
+        allowed = min(len(statuses), 5)
+        assert statuses == [200] * allowed + [429] * (len(statuses) - allowed), (pid, statuses)
+    refused = [a for a in answers if a.status_code == 429]
+    # 15 sends over 2 workers: one of them answered at least 8, so limits show.
+    assert refused, "no send was refused while Redis was unreachable: limits were switched off"
+    assert_rate_limited(refused[0], "5 per 1 minute")
+    assert sum(a.status_code == 200 for a in answers) <= 10
+
+
+def _wait_until_every_worker_counts_in_redis(
+    bridge: Gunicorn, server: RedisServer, workers: set[int]
+) -> None:
+    """Send one send per fresh key until each worker has answered one that Redis counted."""
+    back: set[int] = set()
+    deadline = time.monotonic() + 20
+    while not workers <= back:
+        assert time.monotonic() < deadline, f"workers {workers - back} never counted in Redis again"
+        key, probe = new_key(), f"back-{key_tag()}"
+        assert send(bridge, key, probe).status_code == 200
+        if server.count_of(key) == 1:
+            back.add(served_by(bridge, [probe])[probe][0])
+        time.sleep(0.05)
+
+
+def _assert_one_count_across_workers(bridge: Gunicorn, server: RedisServer, name: str) -> None:
+    """A fresh key's 6th send is refused, with both workers answering some of its sends."""
+    for attempt in range(5):
+        key = new_key()
+        probe = f"{name}{attempt}"
+        statuses = statuses_of(bridge, key, 8, probe)
+        assert statuses == [200] * 5 + [429] * 3
+        assert server.count_of(key) == 8
+        served = served_by(bridge, [f"{probe}-{n}" for n in range(8)])
+        if len({pid for pid, _ in served.values()}) == 2:
+            return
+    pytest.fail("in 5 rounds of 8 sends, one worker answered every send of each round")
+
+
+@pytest.fixture
+def redis_bridge(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
+    """Two workers counting in the module's Redis, 5 sends a minute per key."""
+    bridge = start_bridge(
+        tmp_path,
+        {
+            "SMSBRIDGE_WORKERS": "2",
+            "SMSBRIDGE_RATELIMIT_STORAGE": fresh_redis.url,
+            "SMSBRIDGE_RATE_LIMIT": "5/minute",
+        },
+    )
+    yield bridge
+    bridge.stop()
+
+
+def test_a_stopped_redis_keeps_answers_fast_and_limits_on_then_is_used_again(
+    redis_bridge: Gunicorn, fresh_redis: RedisServer
+) -> None:
+    """Redis stops: every send is answered in under 1 s and each worker applies the limit in its memory.
+
+    app/rate_limits.py promises that a dead Redis costs one short timeout (100 ms) rather than seconds
+    per request, and never switches limits off: a client gets at most its limit per worker. So, for a
+    fresh key, each worker answers 200 up to 5 times and 429 after, which the access log's pids show.
+    Health checks still answer. Redis then starts again on the same port (empty: no persistence):
+    each worker goes back to counting there, which a fresh key's count appearing in Redis shows, and
+    again a key's 6th send is refused whichever worker answers. flask-limiter looks at Redis again after
+    1, 2, 4... s of outage, so with an outage this short each worker is back within about 2 s; the test
+    waits up to 20 s.
+    """
+    workers = ready_workers(redis_bridge)
+    warm = new_key()
+    assert send(redis_bridge, warm).status_code == 200
+    assert fresh_redis.count_of(warm) == 1
+
+    fresh_redis.stop()
+    answers = _timed_sends(redis_bridge, new_key(), 15, "down")
+    assert {a.status_code for a in answers} <= {200, 429}, [a.text for a in answers]
+    _assert_limited_per_worker(redis_bridge, answers, "down")
+    assert get(redis_bridge, "/healthz").status_code == 200
+
+    fresh_redis.start()
+    _wait_until_every_worker_counts_in_redis(redis_bridge, fresh_redis, workers)
+    _assert_one_count_across_workers(redis_bridge, fresh_redis, "after")
+
+
+def test_a_frozen_redis_costs_a_short_timeout_not_seconds(
+    redis_bridge: Gunicorn, fresh_redis: RedisServer
+) -> None:
+    """Redis stops answering but keeps its port open (SIGSTOP): sends still answer in under 1 s each.
+
+    This is the case the 100 ms socket timeouts are for: connections succeed and replies never come. The
+    limit goes on per worker as when Redis is down, and once Redis runs again the workers count there.
+    """
+    workers = ready_workers(redis_bridge)
+    assert send(redis_bridge, new_key()).status_code == 200
+
+    fresh_redis.freeze()
+    try:
+        answers = _timed_sends(redis_bridge, new_key(), 15, "frozen")
+        assert {a.status_code for a in answers} <= {200, 429}, [a.text for a in answers]
+        _assert_limited_per_worker(redis_bridge, answers, "frozen")
+    finally:
+        fresh_redis.thaw()
+
+    _wait_until_every_worker_counts_in_redis(redis_bridge, fresh_redis, workers)
+    _assert_one_count_across_workers(redis_bridge, fresh_redis, "thawed")
