@@ -20,11 +20,15 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   └── UpstreamRateLimited     the backend's own limit
     └── BackendError                the backend's trouble, not the caller's: SOAP Server.*
         ├── NoDeviceAvailable       no phone can send now (the vendor answers 200)
-        ├── BackendUnreachable      nothing reached the backend: safe to try again
+        ├── BackendUnreachable      nothing reached the backend (refused): safe to try again
+        │   ├── BackendDnsFailure       its host name did not resolve
+        │   ├── BackendConnectTimeout   it did not accept a connection in time
+        │   └── BackendTlsFailure       the TLS handshake failed
         ├── BackendTimeout          it did not answer in time: outcome unknown
         ├── BackendConnectionLost   the connection broke mid-call: outcome unknown
         ├── BackendFailed           it answered with a server error
-        └── BackendBadAnswer        it answered something the bridge cannot read
+        └── BackendBadAnswer        it answered JSON of a shape the bridge does not know
+            └── BackendBadJson          it answered something that is not JSON, or JSON cut short
 """
 
 from __future__ import annotations
@@ -131,6 +135,11 @@ class BackendError(BridgeError):
 
     fault_prefix = "Server"
     http_status = 502
+    #: True when the request provably never reached the backend, so that trying again (or another
+    #: backend) cannot send an SMS twice
+    nothing_sent = False
+    #: True when the backend may have acted on the request: the caller must check before repeating it
+    outcome_unknown = False
 
 
 class NoDeviceAvailable(BackendError):
@@ -139,14 +148,29 @@ class NoDeviceAvailable(BackendError):
 
 class BackendUnreachable(BackendError):
     code, name = 31, "backend_unreachable"
+    nothing_sent = True
+
+
+class BackendDnsFailure(BackendUnreachable):
+    code, name = 36, "backend_dns_failure"
+
+
+class BackendConnectTimeout(BackendUnreachable):
+    code, name = 37, "backend_connect_timeout"
+
+
+class BackendTlsFailure(BackendUnreachable):
+    code, name = 38, "backend_tls_failure"
 
 
 class BackendTimeout(BackendError):
     code, name, http_status = 32, "backend_timeout", 504
+    outcome_unknown = True
 
 
 class BackendConnectionLost(BackendError):
     code, name = 35, "backend_connection_lost"
+    outcome_unknown = True
 
 
 class BackendFailed(BackendError):
@@ -154,7 +178,12 @@ class BackendFailed(BackendError):
 
 
 class BackendBadAnswer(BackendError):
-    code, name = 34, "backend_bad_answer"
+    code, name = 39, "backend_unexpected_answer"
+    outcome_unknown = True
+
+
+class BackendBadJson(BackendBadAnswer):
+    code, name = 34, "backend_bad_json"
 
 
 def _camel(snake: str) -> str:

@@ -87,7 +87,7 @@ def _finish(response: Response) -> Response:
         "dialect": _dialect(),
         "operation": g.get("soap_operation") or (request.endpoint or "").rpartition(".")[2] or None,
         "client": principal.client if principal else g.get("limit_key"),
-        "backend": principal.backend.name if principal else None,
+        "backend": principal.backend.name if principal else g.get("log_backend"),
         "recipients": g.get("log_recipients"),
         "upstream_status": g.get("upstream_status"),
         "upstream_ms": round(g.upstream_seconds * 1000, 1) if "upstream_seconds" in g else None,

@@ -18,7 +18,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from app.config import Settings
-from app.errors import BackendConnectionLost, BackendTimeout, BackendUnreachable
+from app.errors import (
+    BackendConnectionLost,
+    BackendConnectTimeout,
+    BackendDnsFailure,
+    BackendTimeout,
+    BackendTlsFailure,
+    BackendUnreachable,
+)
 from app.request_log import note_upstream
 
 log = logging.getLogger(__name__)
@@ -47,11 +54,11 @@ class UpstreamHttp:
             status = response.status_code
             return response
         except requests.exceptions.SSLError as exc:
-            raise BackendUnreachable(
+            raise BackendTlsFailure(
                 f"the {self.backend} backend failed the TLS handshake; nothing was sent"
             ) from exc
         except requests.exceptions.ConnectTimeout as exc:
-            raise BackendUnreachable(
+            raise BackendConnectTimeout(
                 f"the {self.backend} backend did not accept a connection within "
                 f"{self.timeout[0]:g} s; nothing was sent"
             ) from exc
@@ -63,15 +70,27 @@ class UpstreamHttp:
         except requests.exceptions.ConnectionError as exc:
             reason = _reason(exc)
             if isinstance(reason, NameResolutionError):
-                raise BackendUnreachable(
+                raise BackendDnsFailure(
                     f"the {self.backend} backend's host name could not be resolved; nothing was sent"
                 ) from exc
-            if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
+            # urllib3's NewConnectionError (refused) is a ConnectTimeoutError too: test it first.
+            if isinstance(reason, NewConnectionError):
                 raise BackendUnreachable(
                     f"the {self.backend} backend refused the connection; nothing was sent"
                 ) from exc
+            if isinstance(reason, ConnectTimeoutError):
+                raise BackendConnectTimeout(
+                    f"the {self.backend} backend did not accept a connection within "
+                    f"{self.timeout[0]:g} s; nothing was sent"
+                ) from exc
             raise BackendConnectionLost(
                 f"the connection to the {self.backend} backend broke before it answered; "
+                "the message may have been sent: check before sending it again"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            # A body cut short (ChunkedEncodingError), a bad encoding...: the request was sent.
+            raise BackendConnectionLost(
+                f"the {self.backend} backend's answer broke off; "
                 "the message may have been sent: check before sending it again"
             ) from exc
         finally:

@@ -91,6 +91,10 @@ class SendRequest:
     options: SendOptions = field(default_factory=SendOptions)
     #: the REST call as made, for a backend that forwards it verbatim; None for SOAP
     http: HttpCall | None = None
+    #: the caller's reference for this send (its idempotency key, else the request id)
+    reference: str = ""
+    #: the caller's Idempotency-Key, when it gave one
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,17 @@ def test_the_vendors_errors_come_back_unchanged(client: FlaskClient, fake_vendor
     refused = client.get("/getsms/", query_string={"apikey": "wrong"})
     assert refused.status_code == 403
     assert refused.get_json() == {"error": 403, "message": "API key invalid, expired or unauthorized"}
+    fake_vendor.next_reply = Reply(500, b'{"error": 500, "message": "maintenance"}')
+    vendor_json = client.get("/getwa/", query_string={"apikey": "vendor-key-1"})
+    assert (vendor_json.status_code, vendor_json.get_json()) == (
+        500,
+        {"error": 500, "message": "maintenance"},
+    )
+    # An HTML error page never reaches the caller: it gets the dialect's error instead.
     fake_vendor.next_reply = Reply(500, b"<html>oops</html>", "text/html")
     broken = client.get("/getwa/", query_string={"apikey": "vendor-key-1"})
-    assert (broken.status_code, broken.get_data()) == (500, b"<html>oops</html>")
+    assert broken.status_code == 502
+    assert broken.get_json()["result"]["error_code"] == "backend_failed"
 
 
 def test_a_call_without_a_key_still_reaches_the_vendor(

@@ -412,8 +412,8 @@ def test_mobsms_without_an_active_device_answers_200_with_an_error(
         (Reply(503, b"<html><body>Service Unavailable</body></html>", "text/html"), 502, "backend_failed"),
         (Reply.json(429, {"message": "Too Many Attempts."}, **{"Retry-After": "30"}), 429, "rate_limited"),
         (Reply.json(403, {"success": False, "message": "Premium only", "upgrade": True}), 403, "not_allowed"),
-        (Reply(201, b'{"success": true, "data": {"id": 1', "application/json"), 502, "backend_bad_answer"),
-        (Reply.json(201, {"success": True, "data": {"status": "pending"}}), 502, "backend_bad_answer"),
+        (Reply(201, b'{"success": true, "data": {"id": 1', "application/json"), 502, "backend_bad_json"),
+        (Reply.json(201, {"success": True, "data": {"status": "pending"}}), 502, "backend_unexpected_answer"),
         (
             Reply.json(
                 422, {"message": "The recipient number is invalid.", "errors": {"recipient_number": ["bad"]}}
@@ -440,6 +440,12 @@ def test_mobsms_answers_are_translated_into_the_dialect(
         assert response.headers["Retry-After"] == "30"
     if code == "invalid_parameter":
         assert "recipient_number: bad" in result["note"]
+    if code in ("backend_bad_json", "backend_unexpected_answer"):
+        # The message may have been queued: the answer says so and gives a reference to check later.
+        assert "may have been queued" in result["note"]
+        assert result["reference"] == response.headers["X-Request-ID"]
+    else:
+        assert "reference" not in result
     assert len(fake_mobsms.received) == 1
 
 

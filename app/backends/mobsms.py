@@ -13,6 +13,7 @@ from app.backends.base import Backend, check_option_values, check_phone_number
 from app.config import Settings
 from app.errors import (
     BackendBadAnswer,
+    BackendBadJson,
     BackendFailed,
     BridgeError,
     CredentialRefused,
@@ -77,6 +78,9 @@ class MobsmsBackend(Backend):
                 f"the message has {len(request.message)} characters; mobsms takes at most {MAX_MESSAGE_CHARS}"
             )
         body: dict[str, object] = {"message": request.message}
+        if request.idempotency_key:
+            # The caller's idempotency key travels as mobsms's own client reference (my_id).
+            body["my_id"] = request.idempotency_key
         if len(numbers) == 1:
             path, body["recipient_number"] = "/api/sms", numbers[0]
         else:
@@ -285,6 +289,11 @@ def _success_data(response: requests.Response, *, allow_empty: bool = False) -> 
         document = None
     said = document.get("message") if isinstance(document, dict) else None
     if 200 <= response.status_code < 300:
+        if document is None:
+            raise BackendBadJson(
+                f"mobsms answered HTTP {response.status_code} with a body that is not JSON, or is cut "
+                "short; the message may have been queued: check before sending it again"
+            )
         if isinstance(document, dict) and document.get("success") is True:
             data = document.get("data")
             if isinstance(data, (dict, list)) and data:
@@ -292,8 +301,8 @@ def _success_data(response: requests.Response, *, allow_empty: bool = False) -> 
             if allow_empty:
                 return document
         raise BackendBadAnswer(
-            f"mobsms answered HTTP {response.status_code} without the expected "
-            "{success, data} body; the message may have been queued: check before sending again"
+            f"mobsms answered HTTP {response.status_code} with JSON of an unexpected shape (no "
+            "{success, data}); the message may have been queued: check before sending it again"
         )
     raise _error_for(response.status_code, said, document, response.headers.get("Retry-After"))
 
@@ -335,7 +344,10 @@ def _message_ids(items: list, count: int) -> tuple[str, ...]:
     for item in items:
         ident = item.get("message_id") or item.get("id") if isinstance(item, dict) else None
         if ident in (None, ""):
-            raise BackendBadAnswer("mobsms queued the messages but gave no id for one of them")
+            raise BackendBadAnswer(
+                "mobsms answered without an id for a message; the message may have been queued: "
+                "check before sending it again"
+            )
         ids.append(str(ident))
     if len(ids) != count:
         raise BackendBadAnswer(

@@ -11,6 +11,7 @@ from app.backends.base import Backend
 from app.config import Settings
 from app.errors import (
     BackendBadAnswer,
+    BackendBadJson,
     BackendFailed,
     BridgeError,
     CallerError,
@@ -85,8 +86,12 @@ class SmsMobileApiBackend(Backend):
         url = self.base_url + call.path
         if query:
             url += "?" + urlencode(query)
-        response = self.http.request(call.method, url, data=body, headers=headers)
-        return _reply(response)
+        reply = _reply(self.http.request(call.method, url, data=body, headers=headers))
+        if reply.status >= 500 and not _is_json(reply.body):
+            raise _error_for(reply, None)
+        if reply.status == 429 and not _is_json(reply.body):
+            raise _error_for(reply, None)
+        return reply
 
 
 def _with_json_apikey(body: bytes | str, secret: str) -> bytes | str:
@@ -146,13 +151,27 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
         error = CallerError(f"SMSMobileAPI refused the request (HTTP {reply.status}){said}")
     elif reply.status >= 500:
         error = BackendFailed(f"SMSMobileAPI answered with a server error, HTTP {reply.status}")
-    else:
+    elif _is_json(reply.body):
         error = BackendBadAnswer(
-            f"SMSMobileAPI answered HTTP {reply.status} with a body that is not its JSON result; "
+            f"SMSMobileAPI answered HTTP {reply.status} with JSON of an unexpected shape (no result); "
             "the message may have been sent: check the sent log before sending it again"
         )
-    error.verbatim = reply
+    else:
+        error = BackendBadJson(
+            f"SMSMobileAPI answered HTTP {reply.status} with a body that is not JSON, or is cut short; "
+            "the message may have been sent: check the sent log before sending it again"
+        )
+    # The vendor's own JSON goes back to a REST caller unchanged; an HTML error page never does.
+    error.verbatim = reply if _is_json(reply.body) else None
     return error
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 def _vendor_words(reply: UpstreamReply, fields: dict | None) -> str:

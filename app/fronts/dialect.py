@@ -71,12 +71,16 @@ def error_result(error: BridgeError) -> dict:
         "error": error.code,
         "error_code": error.name,
         "sent": "0",
-        "id": error.reference or "",
+        "id": "",
         "note": error.note,
         "datetime": utc,
         "datetimeLocal": local,
         "send_with_whatsapp": "0",
     }
+    if error.reference:
+        # The outcome is unknown: the reference finds the request in the log (and, on mobsms, the
+        # message itself, whose my_id it is).
+        result["reference"] = error.reference
     return result
 
 

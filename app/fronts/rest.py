@@ -41,6 +41,8 @@ def sendsms() -> Response:
         message=require("message", params.get("message")),
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
         http=http_call(),
+        reference=send_reference(),
+        idempotency_key=g.get("idempotency_key", ""),
     )
     note_recipients(send.recipients)
     receipt = caller.backend.send(send)
@@ -66,6 +68,11 @@ def credential() -> Credential:
     return found
 
 
+def send_reference() -> str:
+    """Return the reference of this send: the caller's idempotency key, else the request id."""
+    return g.get("idempotency_key") or g.get("request_id") or ""
+
+
 def principal() -> Principal:
     """Return the caller, resolved once per request; raise if it has no credential or a refused one."""
     if "principal" not in g:
@@ -78,6 +85,7 @@ def passthrough_target() -> tuple[Backend, Credential | None] | None:
     access = runtime().access
     if not access.managed:
         backend = runtime().backend
+        g.log_backend = backend.name
         return (backend, optional_credential()) if backend.passes_through else None
     caller = principal()
     return (caller.backend, caller.upstream) if caller.backend.passes_through else None
@@ -174,6 +182,8 @@ def _body_pairs() -> list[tuple[str, str]]:
 def error_response(error: BridgeError) -> Response:
     """Answer `error` in the caller's dialect: a SOAP fault, or the `result` plus the OpenAPI error."""
     note_outcome(error.name)
+    if getattr(error, "outcome_unknown", False) and not error.reference:
+        error.reference = send_reference()
     if error.verbatim is not None:
         return verbatim(error.verbatim)
     if request.blueprint == soap.bp.name and request.method == "POST":

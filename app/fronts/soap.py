@@ -84,12 +84,16 @@ class SendSmsService(ServiceBase):
                 credential=caller.upstream,
                 recipients=split_recipients(recipients or ""),
                 message=require("message", message),
+                reference=g.get("request_id", ""),
             )
             note_recipients(send.recipients)
             result = send_result(caller.backend.send(send))
         except BridgeError as error:
             note_outcome(error.name)
-            raise Fault(faultcode=error.fault_code, faultstring=error.note) from None
+            note = error.note
+            if getattr(error, "outcome_unknown", False):
+                note += f" (reference: {g.get('request_id', '')})"
+            raise Fault(faultcode=error.fault_code, faultstring=note) from None
         except Exception:
             log.exception("unexpected error in SOAP sendSms")
             note_outcome("internal_error")
