@@ -42,6 +42,7 @@ class Settings:
     token_ttl: int = 3600
     trusted_proxies: int = 0
     workers: int = 1
+    idempotency_ttl: int = 86400
     log_level: str = "INFO"
 
     @classmethod
@@ -94,6 +95,8 @@ class Settings:
             raise ConfigError(f"{env_name('token_ttl')} must be between 60 and 86400 seconds")
         if not 0 <= self.trusted_proxies <= 10:
             raise ConfigError(f"{env_name('trusted_proxies')} must be between 0 and 10")
+        if self.idempotency_ttl < 86400:
+            raise ConfigError(f"{env_name('idempotency_ttl')} must be at least 86400 seconds (24 hours)")
         if self.workers < 1:
             raise ConfigError(f"{env_name('workers')} must be at least 1")
         if not 1 <= self.mobsms_max_pages <= 1000:
@@ -151,6 +154,7 @@ _PARSERS = {
     "token_ttl": _integer,
     "trusted_proxies": _integer,
     "workers": _integer,
+    "idempotency_ttl": _integer,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }

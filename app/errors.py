@@ -13,7 +13,9 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   ├── UnknownMessage          REST 404
     │   ├── UnknownDevice           REST 404
     │   ├── NotResendable           REST 409: the message is not in an error state
-    │   └── SyncRequired            REST 409: WhatsApp messages are read after a synchronisation
+    │   ├── SyncRequired            REST 409: WhatsApp messages are read after a synchronisation
+    │   ├── IdempotencyKeyReused    REST 422: the key came before with other parameters
+    │   └── IdempotencyInFlight     REST 409: the first request with the key has not finished
     ├── CredentialRefused           the key is unknown or refused: REST 403, SOAP Client.KeyRefused
     ├── NotAllowed                  the key is valid but may not do this: REST 403, SOAP Client.NotAllowed
     ├── RateLimited                 too many requests: REST 429 + Retry-After, SOAP Client.RateLimited
@@ -49,6 +51,8 @@ class BridgeError(Exception):
     http_status: int = 400
     fault_prefix: str = "Client"
     retry_after: int | None = None
+    #: True when the error provably came before anything reached a backend
+    nothing_sent: bool = True
 
     def __init__(self, note: str, *, reference: str | None = None) -> None:
         super().__init__(note)
@@ -108,6 +112,14 @@ class SyncRequired(CallerError):
     code, name, http_status = 19, "sync_required", 409
 
 
+class IdempotencyKeyReused(CallerError):
+    code, name, http_status = 22, "idempotency_key_reused", 422
+
+
+class IdempotencyInFlight(CallerError):
+    code, name, http_status = 23, "idempotency_in_flight", 409
+
+
 class CredentialRefused(BridgeError):
     code, name, http_status = 20, "key_refused", 403
 
@@ -137,13 +149,14 @@ class BackendError(BridgeError):
     http_status = 502
     #: True when the request provably never reached the backend, so that trying again (or another
     #: backend) cannot send an SMS twice
-    nothing_sent = False
+    nothing_sent: bool = False
     #: True when the backend may have acted on the request: the caller must check before repeating it
     outcome_unknown = False
 
 
 class NoDeviceAvailable(BackendError):
     code, name, http_status = 30, "no_device_available", 200
+    nothing_sent = True
 
 
 class BackendUnreachable(BackendError):

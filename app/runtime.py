@@ -10,6 +10,8 @@ from flask import Flask, current_app
 from app.access import Access
 from app.backends import Backend, build_backend
 from app.config import Settings
+from app.idempotency import Idempotency
+from app.store import StateStore
 from app.tokens import TokenSigner
 
 EXTENSION = "smsbridge"
@@ -25,6 +27,11 @@ class Runtime:
         self.backend = self.backend_for(settings.backend)
         self.tokens = TokenSigner.from_settings(settings.token_secret, settings.data_dir, settings.token_ttl)
         self.access = Access(settings, self.backend_for, self.tokens)
+        self.idempotency = Idempotency(
+            StateStore(settings.data_dir),
+            settings.idempotency_ttl,
+            wait=settings.connect_timeout + settings.read_timeout + 1,
+        )
 
     def backend_for(self, name: str) -> Backend:
         """Return the backend called `name`, made once (the default one, and any a client names)."""

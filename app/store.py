@@ -19,6 +19,16 @@ CREATE TABLE IF NOT EXISTS received_flags (
     alias TEXT,
     PRIMARY KEY (account, guid)
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    content_type TEXT,
+    body BLOB,
+    headers TEXT,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS resends (
     account TEXT NOT NULL,
     guid TEXT NOT NULL,
@@ -91,6 +101,40 @@ class StateStore:
                 (account, guid, attempt, new_guid, int(time.time())),
             )
         return attempt
+
+    def claim(self, scope: str, fingerprint: str, ttl: int) -> sqlite3.Row | None:
+        """Claim `scope` for a new request, or return the row of the request that holds it."""
+        now = int(time.time())
+        with self._db() as db:
+            db.execute("DELETE FROM idempotency WHERE created_at < ?", (now - ttl,))
+            claimed = db.execute(
+                "INSERT OR IGNORE INTO idempotency (scope, fingerprint, created_at) VALUES (?, ?, ?)",
+                (scope, fingerprint, now),
+            ).rowcount
+        return None if claimed else self.idempotent(scope)
+
+    def idempotent(self, scope: str) -> sqlite3.Row | None:
+        """Return what is kept for an idempotency scope."""
+        db = self._db()
+        db.row_factory = sqlite3.Row
+        try:
+            return db.execute("SELECT * FROM idempotency WHERE scope = ?", (scope,)).fetchone()
+        finally:
+            db.row_factory = None
+
+    def complete(self, scope: str, status: int, content_type: str, body: bytes, headers: str) -> None:
+        """Keep the answer of the request that claimed `scope`, for its repeats."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE idempotency SET done = 1, status = ?, content_type = ?, body = ?, headers = ?"
+                " WHERE scope = ?",
+                (status, content_type, body, headers, scope),
+            )
+
+    def release(self, scope: str) -> None:
+        """Give up a claim whose request sent nothing, so that a repeat may try again."""
+        with self._db() as db:
+            db.execute("DELETE FROM idempotency WHERE scope = ? AND done = 0", (scope,))
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

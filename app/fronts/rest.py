@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from app import idempotency
 from app.access import Principal
 from app.backends import Backend
 from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter, RateLimited
@@ -35,6 +37,14 @@ def sendsms() -> Response:
     """Send an SMS (or WhatsApp) to one or more comma-separated recipients."""
     params = parameters()
     caller = principal()
+    key = idempotency.requested_key(params)
+    if key is None:
+        return _send(params, caller)
+    digest = idempotency.fingerprint(params)
+    return runtime().idempotency.run(caller.client, key, digest, lambda: _answer(_send, params, caller))
+
+
+def _send(params: dict[str, str], caller: Principal) -> Response:
     send = SendRequest(
         credential=caller.upstream,
         recipients=split_recipients(params.get("recipients", "")),
@@ -49,6 +59,18 @@ def sendsms() -> Response:
     if receipt.verbatim is not None:
         return verbatim(receipt.verbatim)
     return jsonify(result=send_result(receipt))
+
+
+def _answer(view: Callable[..., Response], *args: object) -> Response:
+    """Return the view's answer, or its error's answer, noting whether anything can have been sent."""
+    try:
+        return view(*args)
+    except BridgeError as error:
+        g.nothing_sent = error.nothing_sent
+        return error_response(error)
+    except Exception:
+        # Whether anything was sent is unknown: the answer is kept, and a repeat gets it too.
+        return internal_error_response()
 
 
 def parameters() -> dict[str, str]:
@@ -113,8 +135,8 @@ def http_call() -> HttpCall:
     return HttpCall(
         method=request.method,
         path=request.path,
-        query=tuple((k, v) for k, v in request.args.items(multi=True) if k != "apikey"),
-        form=tuple((k, v) for k, v in request.form.items(multi=True) if k != "apikey"),
+        query=tuple((k, v) for k, v in request.args.items(multi=True) if k not in _NOT_FORWARDED),
+        form=tuple((k, v) for k, v in request.form.items(multi=True) if k not in _NOT_FORWARDED),
         body=raw,
         content_type=request.content_type or "" if raw else "",
         authorization="" if scheme.lower() == "bearer" else header,
@@ -146,6 +168,10 @@ def _served_by_another_method() -> bool:
         if endpoint != "passthrough.passthrough":
             return True
     return False
+
+
+#: parameters the bridge consumes itself: the credential (put back by the backend) and the idempotency key
+_NOT_FORWARDED = frozenset({"apikey", idempotency.PARAMETER})
 
 
 def verbatim(reply: UpstreamReply) -> Response:
@@ -238,20 +264,25 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        note_outcome("internal_error")
-        if request.blueprint == soap.bp.name and request.method == "POST":
-            return soap.fault_response("Server.InternalError", "smsbridge failed unexpectedly")
-        response = jsonify(
-            result={
-                "error": 99,
-                "error_code": "internal_error",
-                "sent": "0",
-                "id": "",
-                "note": "smsbridge failed unexpectedly; the operator's log has the details",
-            },
-            error=99,
-            message="internal error",
-        )
-        response.status_code = 500
-        return response
+        return internal_error_response()
+
+
+def internal_error_response() -> Response:
+    """Log the exception being handled and answer it in the caller's dialect, without a traceback."""
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    note_outcome("internal_error")
+    if request.blueprint == soap.bp.name and request.method == "POST":
+        return soap.fault_response("Server.InternalError", "smsbridge failed unexpectedly")
+    response = jsonify(
+        result={
+            "error": 99,
+            "error_code": "internal_error",
+            "sent": "0",
+            "id": "",
+            "note": "smsbridge failed unexpectedly; the operator's log has the details",
+        },
+        error=99,
+        message="internal error",
+    )
+    response.status_code = 500
+    return response

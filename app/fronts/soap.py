@@ -8,6 +8,7 @@ header.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -22,6 +23,7 @@ from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app import idempotency
 from app.errors import BridgeError
 from app.fronts.dialect import RESULT_FIELDS, require, send_result, split_recipients
 from app.request_log import note_outcome, note_recipients
@@ -90,6 +92,7 @@ class SendSmsService(ServiceBase):
             result = send_result(caller.backend.send(send))
         except BridgeError as error:
             note_outcome(error.name)
+            g.nothing_sent = error.nothing_sent
             note = error.note
             if getattr(error, "outcome_unknown", False):
                 note += f" (reference: {g.get('request_id', '')})"
@@ -157,6 +160,16 @@ def endpoint() -> Response:
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["CONTENT_TYPE"] = content_type
+    key = idempotency.requested_key()
+    if key is None:
+        return _call_spyne(environ)
+    # The same envelope from the same client is the same send; the charset repair made it canonical.
+    digest = hashlib.sha256(body).hexdigest()
+    client = g.get("limit_key") or request.remote_addr or ""
+    return runtime().idempotency.run(client, key, digest, lambda: _call_spyne(environ))
+
+
+def _call_spyne(environ: dict) -> Response:
     try:
         return Response.from_app(_state().soap_app, environ)
     except Exception:

@@ -1,0 +1,169 @@
+"""Idempotency keys: a repeated send returns the first answer and never sends twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app.config import ConfigError, Settings
+from tests.fakes.mobsms import FakeMobsms
+from tests.fakes.server import Reply
+from tests.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.test_soap import envelope
+
+TO = "+32470000001"
+SEND = {"apikey": "mobsms-key-1", "recipients": TO, "message": "Your order shipped"}
+
+
+def test_a_repeat_returns_the_first_answer_and_sends_nothing(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("mobsms").test_client()
+    first = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "order-42"})
+    again = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "order-42"})
+    assert first.get_json()["result"]["sent"] == "1"
+    assert again.get_data() == first.get_data()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    [sent] = fake_mobsms.received
+    # The key also travels to mobsms as its own client reference.
+    assert sent.json == {"message": "Your order shipped", "recipient_number": TO, "my_id": "order-42"}
+
+
+def test_legacy_clients_give_the_key_as_a_parameter(
+    make_app: Callable[..., Flask], fake_vendor: FakeSmsMobileApi
+) -> None:
+    client = make_app("smsmobileapi").test_client()
+    params = {
+        "apikey": "vendor-key-1",
+        "recipients": TO,
+        "message": "Hi",
+        "idempotency_key": "cron-2026-11-23",
+    }
+    first = client.get("/sendsms/", query_string=params)
+    again = client.get("/sendsms/", query_string=params)
+    assert again.get_data() == first.get_data()
+    [sent] = fake_vendor.received
+    # The vendor never sees the bridge's own parameter.
+    assert sent.query == [("apikey", "vendor-key-1"), ("recipients", TO), ("message", "Hi")]
+
+
+def test_the_same_key_with_other_parameters_is_refused(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("mobsms").test_client()
+    client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k1"})
+    other = client.post(
+        "/sendsms/", data={**SEND, "message": "Something else"}, headers={"Idempotency-Key": "k1"}
+    )
+    assert other.status_code == 422
+    assert other.get_json()["result"]["error_code"] == "idempotency_key_reused"
+    assert len(fake_mobsms.received) == 1
+
+
+def test_a_repeat_while_the_first_is_in_flight_waits_for_its_answer(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    app = make_app("mobsms")
+    backend = app.extensions["smsbridge"].backend
+    slow_send = backend.send
+
+    def send_slowly(request: object) -> object:
+        time.sleep(0.5)
+        return slow_send(request)
+
+    backend.send = send_slowly
+    answers: list[bytes] = []
+
+    def post() -> None:
+        answers.append(
+            app.test_client().post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k2"}).get_data()
+        )
+
+    threads = [threading.Thread(target=post) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 3 and len(set(answers)) == 1
+    assert len(fake_mobsms.received) == 1
+
+
+def test_a_first_attempt_that_sent_nothing_leaves_the_key_free(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("mobsms").test_client()
+    fake_mobsms.no_device = True
+    first = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k3"})
+    assert first.get_json()["result"]["error_code"] == "no_device_available"
+    fake_mobsms.no_device = False
+    again = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k3"})
+    assert again.get_json()["result"]["sent"] == "1"
+    assert "Idempotent-Replayed" not in again.headers
+    assert len(fake_mobsms.queued) == 1
+
+
+def test_an_unknown_outcome_is_kept_so_a_repeat_never_sends_twice(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("mobsms").test_client()
+    fake_mobsms.next_reply = Reply(201, b'{"success": true, "data": {"id"', "application/json")
+    first = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k4"})
+    assert first.get_json()["result"]["error_code"] == "backend_bad_json"
+    assert first.get_json()["result"]["reference"] == "k4"
+    again = client.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k4"})
+    assert again.get_data() == first.get_data()
+    assert len(fake_mobsms.received) == 1
+
+
+def test_keys_belong_to_their_client(make_app: Callable[..., Flask]) -> None:
+    app = make_app("sandbox")
+    client = app.test_client()
+    for key in ("alice-key", "bob-key"):
+        answer = client.post("/sendsms/", data={**SEND, "apikey": key}, headers={"Idempotency-Key": "same"})
+        assert answer.get_json()["result"]["sent"] == "1"
+        assert "Idempotent-Replayed" not in answer.headers
+
+
+def test_keys_are_shared_by_every_worker_through_the_state_store(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms, tmp_path: Path
+) -> None:
+    one, two = (make_app("mobsms", data_dir=tmp_path).test_client() for _ in range(2))
+    first = one.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k5"})
+    again = two.post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k5"})
+    assert again.get_data() == first.get_data()
+    assert len(fake_mobsms.received) == 1
+
+
+def test_soap_sends_take_the_header_too(make_app: Callable[..., Flask], fake_mobsms: FakeMobsms) -> None:
+    client = make_app("mobsms").test_client()
+    body = envelope(key="mobsms-key-1")
+    answers = [
+        client.post(
+            "/sendsms/soap/", data=body, content_type="text/xml", headers={"Idempotency-Key": "soap-1"}
+        )
+        for _ in range(2)
+    ]
+    assert answers[0].status_code == 200
+    assert answers[1].get_data() == answers[0].get_data()
+    assert len(fake_mobsms.received) == 1
+
+
+def test_a_malformed_key_is_refused(make_app: Callable[..., Flask], fake_mobsms: FakeMobsms) -> None:
+    answer = (
+        make_app("mobsms").test_client().post("/sendsms/", data=SEND, headers={"Idempotency-Key": "x" * 256})
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["result"]["note"].startswith("Idempotency-Key must be")
+    assert fake_mobsms.received == []
+
+
+def test_keys_live_at_least_a_day() -> None:
+    with pytest.raises(ConfigError, match="SMSBRIDGE_IDEMPOTENCY_TTL"):
+        Settings.from_env({"SMSBRIDGE_IDEMPOTENCY_TTL": "3600"})
