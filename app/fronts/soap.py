@@ -153,6 +153,9 @@ def endpoint() -> Response:
         return fault_response("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
     if not body.strip():
         return fault_response("Client.InvalidXml", "the request has no SOAP envelope")
+    if b"\x00" in body:
+        # UTF-16 or UTF-32: no SOAP client here sends them, and they would hide a DOCTYPE from _DTD.
+        return fault_response("Client.InvalidXml", "only UTF-8 or ISO-8859-1 envelopes are accepted")
     if _DTD.search(body):
         return fault_response("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
     body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
@@ -237,6 +240,8 @@ def init_app(app: Flask, public_url: str) -> None:
     # error; sendSms logs what is unexpected itself.
     logging.getLogger("spyne.application").setLevel(logging.CRITICAL)
     logging.getLogger("spyne.model.complex").setLevel(logging.ERROR)
+    # spyne logs an envelope that does not parse, whole, at ERROR: its apikey and message with it.
+    logging.getLogger("spyne.protocol").setLevel(logging.CRITICAL)
 
 
 def _state() -> _SoapState:

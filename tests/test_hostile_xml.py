@@ -1,0 +1,129 @@
+"""Hostile XML on the SOAP endpoint: each attack is a Client fault, quick, reading no file, calling nowhere.
+
+The cases follow defusedxml's attack catalogue (XXE by file and by network, billion laughs, quadratic
+blow-up, external DTD, parameter entities), plus deep nesting, encodings that hide a DOCTYPE,
+malformed XML, a foreign namespace and an oversize envelope.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from lxml import etree
+
+from tests.test_soap import envelope
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+BODY = envelope()[envelope().index("<SOAP-ENV:Envelope") :]
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that counts the connections made to it (none must be)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+def attacks(port: int) -> dict[str, bytes]:
+    laughs = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    return {
+        "xxe-file": f'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]>{BODY}'.replace(
+            "<message>Hi</message>", "<message>&x;</message>"
+        ).encode(),
+        "xxe-network": f'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "http://127.0.0.1:{port}/x">]>'
+        f"{BODY}".replace("<message>Hi</message>", "<message>&x;</message>").encode(),
+        "billion-laughs": f'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY lol0 "lol">{laughs}]>{BODY}'.replace(
+            "<message>Hi</message>", "<message>&lol9;</message>"
+        ).encode(),
+        "quadratic-blowup": (
+            f'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY a "{"x" * 50000}">]>'
+            + BODY.replace("<message>Hi</message>", "<message>" + "&a;" * 1000 + "</message>")
+        ).encode(),
+        "external-dtd": f'<?xml version="1.0"?><!DOCTYPE e SYSTEM "http://127.0.0.1:{port}/e.dtd">{BODY}'.encode(),
+        "parameter-entity": f'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY % p SYSTEM "http://127.0.0.1:{port}/p">'
+        f"%p;]>{BODY}".encode(),
+        "lowercase-doctype": f"<!doctype e>{BODY}".encode(),
+        "utf16-doctype": f'<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE e>{BODY}'.encode("utf-16"),
+        "deep-nesting": BODY.replace(
+            "<message>Hi</message>", "<message>" + "<a>" * 100000 + "</a>" * 100000 + "</message>"
+        ).encode(),
+        "malformed": BODY[:-30].encode(),
+        "not-xml": b"apikey=k&recipients=1&message=hi",
+        "foreign-namespace": envelope(ns="urn:evil").encode(),
+        "no-body": f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP_ENV}"/>'.encode(),
+    }
+
+
+CASES = list(attacks(1))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_an_attack_is_a_quick_client_fault(
+    name: str, make_app: Callable[..., Flask], listener: Listener
+) -> None:
+    app = make_app("sandbox")
+    body = attacks(listener.port)[name]
+    started = time.monotonic()
+    response = app.test_client().post("/sendsms/soap/", data=body, content_type="text/xml; charset=utf-8")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 500, response.get_data()[:300]
+    assert response.content_type.startswith("text/xml")
+    fault = etree.fromstring(response.get_data()).find(f".//{{{SOAP_ENV}}}Fault")
+    assert fault is not None
+    assert fault.findtext("faultcode").startswith("soap11env:Client"), fault.findtext("faultcode")
+    assert elapsed < 2, elapsed
+    assert b"root:" not in response.get_data() and b"lollol" not in response.get_data()
+    assert listener.connections == 0
+    assert app.extensions["smsbridge"].backend.sent("k") == []
+
+
+def test_an_oversize_envelope_is_a_client_fault_before_it_is_read(make_app: Callable[..., Flask]) -> None:
+    app = make_app("sandbox", max_body_bytes=64 * 1024)
+    huge = BODY.replace("<message>Hi</message>", "<message>" + "x" * (1024 * 1024) + "</message>").encode()
+    response = app.test_client().post("/sendsms/soap/", data=huge, content_type="text/xml")
+    assert response.status_code == 500
+    assert b"Client.BodyTooLarge" in response.get_data()
+
+
+def test_an_unparsable_envelope_is_not_logged_with_its_key(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app("sandbox")
+    broken = envelope(key="secret-key-in-envelope")[:-40]
+    with caplog.at_level("DEBUG"):
+        app.test_client().post("/sendsms/soap/", data=broken, content_type="text/xml")
+    assert "secret-key-in-envelope" not in caplog.text
