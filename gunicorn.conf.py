@@ -23,6 +23,11 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 
+# Long enough for the bridge to answer an over-long query string in the dialect itself (414, JSON);
+# past these, gunicorn answers 400 on its own.
+limit_request_line = 8190
+limit_request_field_size = 8190
+
 # The access log shows the path without its query string: a query can carry `apikey`.
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'

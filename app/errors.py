@@ -10,6 +10,7 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   ├── MessageTooLong
     │   ├── UnsupportedByBackend
     │   ├── BodyTooLarge            REST 413
+    │   ├── UriTooLong              REST 414
     │   ├── UnknownMessage          REST 404
     │   ├── UnknownDevice           REST 404
     │   ├── NotResendable           REST 409: the message is not in an error state
@@ -94,6 +95,10 @@ class UnsupportedByBackend(CallerError):
 
 class BodyTooLarge(CallerError):
     code, name, http_status = 15, "body_too_large", 413
+
+
+class UriTooLong(CallerError):
+    code, name, http_status = 24, "uri_too_long", 414
 
 
 class UnknownMessage(CallerError):

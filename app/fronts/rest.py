@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
@@ -13,7 +14,15 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from app import idempotency
 from app.access import Principal
 from app.backends import Backend
-from app.errors import BodyTooLarge, BridgeError, CallerError, MissingParameter, RateLimited
+from app.errors import (
+    BodyTooLarge,
+    BridgeError,
+    CallerError,
+    InvalidParameter,
+    MissingParameter,
+    RateLimited,
+    UriTooLong,
+)
 from app.fronts import soap
 from app.fronts.dialect import error_result, require, send_result, split_recipients
 from app.request_log import note_outcome, note_recipients
@@ -45,9 +54,16 @@ def sendsms() -> Response:
 
 
 def _send(params: dict[str, str], caller: Principal) -> Response:
+    for name in ("port", "schedule_timestamp"):
+        value = params.get(name, "")
+        if value and not (value.isascii() and value.isdigit()):
+            raise InvalidParameter(f"{name}={value[:40]!r} is not valid: expected a whole number")
+    recipients = split_recipients(params.get("recipients", ""))
+    if len(recipients) > MAX_RECIPIENTS:
+        raise InvalidParameter(f"{len(recipients)} recipients: one send takes at most {MAX_RECIPIENTS}")
     send = SendRequest(
         credential=caller.upstream,
-        recipients=split_recipients(params.get("recipients", "")),
+        recipients=recipients,
         message=require("message", params.get("message")),
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
         http=http_call(),
@@ -73,11 +89,39 @@ def _answer(view: Callable[..., Response], *args: object) -> Response:
         return internal_error_response()
 
 
+#: the longest query string taken (gunicorn.conf.py lets request lines of up to 8190 bytes through)
+MAX_QUERY_BYTES = 8000
+#: the most recipients one send may name
+MAX_RECIPIENTS = 500
+
+
 def parameters() -> dict[str, str]:
-    """Return the call's parameters: the query string, then the form or JSON body over it."""
+    """Return the call's parameters: the query string, then the form or JSON body over it.
+
+    Refuse, naming it, a query string over MAX_QUERY_BYTES and a value that is not UTF-8 (which
+    werkzeug would otherwise turn into U+FFFD and send).
+    """
+    if "params" in g:
+        return g.params
+    if len(request.query_string) > MAX_QUERY_BYTES:
+        raise UriTooLong(f"the query string is over {MAX_QUERY_BYTES} bytes: POST the parameters instead")
+    _check_utf8(request.query_string, "the query string")
+    if request.mimetype == "application/x-www-form-urlencoded":
+        _check_utf8(request.get_data(), "the form body")
     params = request.args.to_dict()
     params.update(_body().items())
+    g.params = params
     return params
+
+
+def _check_utf8(encoded: bytes, where: str) -> None:
+    for pair in encoded.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        try:
+            unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            shown = unquote_to_bytes(name).decode("utf-8", "replace")[:40]
+            raise InvalidParameter(f"{shown} in {where} is not valid UTF-8") from None
 
 
 def credential() -> Credential:
@@ -233,8 +277,15 @@ class _MethodNotAllowed(CallerError):
     code, name, http_status = 41, "method_not_allowed", 405
 
 
+def _keep_form_bytes() -> None:
+    """Keep an urlencoded body's bytes before anything parses the form, so they can be checked."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        request.get_data(cache=True)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Make every error, expected or not, an answer in the SMSMobileAPI dialect."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _keep_form_bytes)
 
     @app.errorhandler(BridgeError)
     def bridge_error(error: BridgeError) -> Response:
