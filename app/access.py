@@ -53,6 +53,8 @@ class ClientEntry:
     backend: str
     upstream_key: str = field(repr=False)
     rate_limit: str | None = None
+    failover_backend: str | None = None
+    failover_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ class Principal:
     #: the credential the backend is called with
     upstream: Credential
     rate_limit: str
+    #: where a send goes when the backend provably did not receive it, and with what credential
+    failover: tuple[Backend, Credential] | None = None
+
+
+def _upstream_source(source: CredentialSource) -> CredentialSource:
+    # An upstream API key travels as `apikey`: a Bearer header upstream would be an OAuth token.
+    return CredentialSource.QUERY if source is CredentialSource.BEARER else source
 
 
 def hash_key(key: str) -> str:
@@ -99,11 +108,18 @@ class Access:
     def resolve(self, credential: Credential) -> Principal:
         """Return who `credential` belongs to, or raise CredentialRefused."""
         if not self.managed:
+            failover = None
+            if self.settings.failover_backend:
+                failover = (
+                    self.backend_for(self.settings.failover_backend),
+                    Credential(self.settings.failover_key or "failover", _upstream_source(credential.source)),
+                )
             return Principal(
                 client=credential.fingerprint,
                 backend=self.backend_for(self.settings.backend),
                 upstream=credential,
                 rate_limit=self._default_limit,
+                failover=failover,
             )
         if credential.source is CredentialSource.BEARER and is_token(credential.secret):
             entry = self.client_for_token(credential.secret)
@@ -136,13 +152,18 @@ class Access:
 
     def principal_for(self, entry: ClientEntry, source: CredentialSource) -> Principal:
         """Return the principal of a managed client calling with its key in `source`."""
-        # An upstream API key travels as `apikey`: a Bearer header upstream would be an OAuth token.
-        upstream_source = CredentialSource.QUERY if source is CredentialSource.BEARER else source
+        failover = None
+        if entry.failover_backend:
+            failover = (
+                self.backend_for(entry.failover_backend),
+                Credential(entry.failover_key or f"client:{entry.name}", _upstream_source(source)),
+            )
         return Principal(
             client=entry.name,
             backend=self.backend_for(entry.backend),
-            upstream=Credential(entry.upstream_key, upstream_source),
+            upstream=Credential(entry.upstream_key, _upstream_source(source)),
             rate_limit=entry.rate_limit or self._default_limit,
+            failover=failover,
         )
 
     def client_for_key(self, key: str) -> ClientEntry | None:
@@ -254,6 +275,17 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
         limit = spec.get("rate_limit")
         if limit is not None:
             check_limit(limit, f"{where} rate_limit")
+        failover = spec.get("failover_backend")
+        failover_key = spec.get("failover_upstream_key")
+        if "failover_upstream_key_env" in spec:
+            if not isinstance(spec["failover_upstream_key_env"], str):
+                raise ConfigError(f"{where} failover_upstream_key_env must name an environment variable")
+            failover_key = os.environ.get(spec["failover_upstream_key_env"])
+        if failover is not None:
+            if not isinstance(failover, str) or failover not in BACKEND_CLASSES or failover == backend:
+                raise ConfigError(f"{where} failover_backend must be another of {', '.join(BACKEND_CLASSES)}")
+            if not isinstance(failover_key, str | None) or (not failover_key and failover != "sandbox"):
+                raise ConfigError(f"{where} needs failover_upstream_key(_env): the {failover} credential")
         clients[name] = ClientEntry(
             name=name,
             key_hashes=frozenset(hashes),
@@ -261,5 +293,7 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
             # A sandbox client without an upstream key gets a sandbox account of its own.
             upstream_key=upstream or f"client:{name}",
             rate_limit=limit,
+            failover_backend=failover,
+            failover_key=failover_key or "",
         )
     return clients, default_limit

@@ -43,6 +43,10 @@ class Settings:
     trusted_proxies: int = 0
     workers: int = 1
     idempotency_ttl: int = 86400
+    failover_backend: str | None = None
+    failover_key: str | None = field(default=None, repr=False)
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
     log_level: str = "INFO"
 
     @classmethod
@@ -95,6 +99,21 @@ class Settings:
             raise ConfigError(f"{env_name('token_ttl')} must be between 60 and 86400 seconds")
         if not 0 <= self.trusted_proxies <= 10:
             raise ConfigError(f"{env_name('trusted_proxies')} must be between 0 and 10")
+        if self.failover_backend is not None:
+            if self.failover_backend not in BACKENDS or self.failover_backend == self.backend:
+                raise ConfigError(
+                    f"{env_name('failover_backend')}={self.failover_backend!r}: expected another of "
+                    f"{', '.join(BACKENDS)} than {env_name('backend')}"
+                )
+            if not self.failover_key and self.failover_backend != "sandbox":
+                raise ConfigError(
+                    f"{env_name('failover_key')} is needed: the {self.failover_backend} credential"
+                )
+        if self.breaker_failures < 1 or not 0 < self.breaker_cooldown <= 3600:
+            raise ConfigError(
+                f"{env_name('breaker_failures')} must be at least 1 and {env_name('breaker_cooldown')} "
+                "between 0 and 3600 seconds"
+            )
         if self.idempotency_ttl < 86400:
             raise ConfigError(f"{env_name('idempotency_ttl')} must be at least 86400 seconds (24 hours)")
         if self.workers < 1:
@@ -155,6 +174,9 @@ _PARSERS = {
     "trusted_proxies": _integer,
     "workers": _integer,
     "idempotency_ttl": _integer,
+    "failover_backend": lambda name, raw: raw.lower(),
+    "breaker_failures": _integer,
+    "breaker_cooldown": _number,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }

@@ -17,6 +17,7 @@ from flask_limiter import ApplicationLimit, Limiter
 
 from app.access import hash_key
 from app.config import Settings
+from app.errors import BridgeError
 from app.fronts import soap
 from app.fronts.rest import optional_credential
 from app.runtime import runtime
@@ -56,7 +57,11 @@ def _identify() -> str:
 
 
 def _rest_secret() -> str | None:
-    found = optional_credential()
+    # Never raise here: flask-limiter takes any error in its check for a dead storage.
+    try:
+        found = optional_credential()
+    except BridgeError:
+        return None
     return found.secret if found else None
 
 

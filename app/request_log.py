@@ -92,6 +92,7 @@ def _finish(response: Response) -> Response:
         "upstream_status": g.get("upstream_status"),
         "upstream_ms": round(g.upstream_seconds * 1000, 1) if "upstream_seconds" in g else None,
         "upstream_calls": g.get("upstream_calls", 0),
+        "failover": g.get("failover"),
         "status": status,
         "outcome": g.get("log_outcome") or ("ok" if status < 400 else f"http_{status}"),
         "ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 1),

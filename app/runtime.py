@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from app.access import Access
 from app.backends import Backend, build_backend
 from app.config import Settings
+from app.delivery import CircuitBreaker
 from app.idempotency import Idempotency
 from app.store import StateStore
 from app.tokens import TokenSigner
@@ -27,6 +28,7 @@ class Runtime:
         self.backend = self.backend_for(settings.backend)
         self.tokens = TokenSigner.from_settings(settings.token_secret, settings.data_dir, settings.token_ttl)
         self.access = Access(settings, self.backend_for, self.tokens)
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
         self.idempotency = Idempotency(
             StateStore(settings.data_dir),
             settings.idempotency_ttl,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.errors import BridgeError, MissingParameter
+from app.errors import BridgeError, InvalidParameter, MissingParameter
 from app.vocabulary import SendReceipt
 
 #: the fields of a send result, in the docs' order; SOAP answers carry exactly these
@@ -30,6 +30,13 @@ def split_recipients(raw: str) -> tuple[str, ...]:
     if not recipients:
         raise MissingParameter("recipients is missing: give one phone number or several, comma-separated")
     return recipients
+
+
+def check_key(secret: str) -> str:
+    """Return an API key or token that can travel in a header; refuse any other (nothing is sent)."""
+    if not (secret.isascii() and secret.isprintable()) or len(secret) > 512:
+        raise InvalidParameter("apikey must be printable ASCII, at most 512 characters")
+    return secret
 
 
 def require(name: str, value: str | None) -> str:

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from app import idempotency
 from app.access import Principal
 from app.backends import Backend
+from app.delivery import deliver
 from app.errors import (
     BodyTooLarge,
     BridgeError,
@@ -24,7 +25,7 @@ from app.errors import (
     UriTooLong,
 )
 from app.fronts import soap
-from app.fronts.dialect import error_result, require, send_result, split_recipients
+from app.fronts.dialect import check_key, error_result, require, send_result, split_recipients
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
@@ -71,7 +72,7 @@ def _send(params: dict[str, str], caller: Principal) -> Response:
         idempotency_key=g.get("idempotency_key", ""),
     )
     note_recipients(send.recipients)
-    receipt = caller.backend.send(send)
+    receipt = deliver(caller, send, runtime().breaker)
     if receipt.verbatim is not None:
         return verbatim(receipt.verbatim)
     return jsonify(result=send_result(receipt))
@@ -161,13 +162,13 @@ def optional_credential() -> Credential | None:
     """Return the caller's credential, or None when the call carries none."""
     body_key = _body().get("apikey")
     if body_key:
-        return Credential(body_key, CredentialSource.FORM)
+        return Credential(check_key(body_key), CredentialSource.FORM)
     query_key = request.args.get("apikey")
     if query_key:
-        return Credential(query_key, CredentialSource.QUERY)
+        return Credential(check_key(query_key), CredentialSource.QUERY)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return Credential(token.strip(), CredentialSource.BEARER)
+        return Credential(check_key(token.strip()), CredentialSource.BEARER)
     return None
 
 

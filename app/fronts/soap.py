@@ -24,8 +24,9 @@ from spyne.server.wsgi import WsgiApplication
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import idempotency
+from app.delivery import deliver
 from app.errors import BridgeError
-from app.fronts.dialect import RESULT_FIELDS, require, send_result, split_recipients
+from app.fronts.dialect import RESULT_FIELDS, check_key, require, send_result, split_recipients
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import Credential, CredentialSource, SendRequest
@@ -80,7 +81,9 @@ class SendSmsService(ServiceBase):
         """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
         g.soap_operation = "sendSms"
         try:
-            caller = runtime().access.resolve(Credential(require("apikey", apikey), CredentialSource.SOAP))
+            caller = runtime().access.resolve(
+                Credential(check_key(require("apikey", apikey)), CredentialSource.SOAP)
+            )
             g.principal = caller
             send = SendRequest(
                 credential=caller.upstream,
@@ -89,7 +92,7 @@ class SendSmsService(ServiceBase):
                 reference=g.get("request_id", ""),
             )
             note_recipients(send.recipients)
-            result = send_result(caller.backend.send(send))
+            result = send_result(deliver(caller, send, runtime().breaker))
         except BridgeError as error:
             note_outcome(error.name)
             g.nothing_sent = error.nothing_sent

@@ -1,0 +1,106 @@
+"""Deliver a send: to the caller's backend, or to its failover backend when the first provably got nothing.
+
+A failover happens only after an error that proves nothing reached the first backend (refused, DNS,
+connect timeout, TLS handshake): never after a timeout or a broken answer, which may have sent the
+SMS. A circuit breaker per backend (per worker process) counts such failures in a row; after
+SMSBRIDGE_BREAKER_FAILURES of them the backend is skipped for SMSBRIDGE_BREAKER_COOLDOWN seconds, then
+one send probes it again: a success closes the breaker, a failure opens it for another cool-down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from flask import g, has_request_context
+
+from app.access import Principal
+from app.backends import Backend
+from app.errors import BackendUnreachable
+from app.vocabulary import SendReceipt, SendRequest
+
+
+class CircuitBreaker:
+    """Skip a backend that keeps failing before anything reaches it, for a cool-down."""
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self._lock = threading.Lock()
+        self._in_a_row: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self._probing: set[str] = set()
+
+    def allows(self, backend: str) -> bool:
+        """Say whether a send may go to `backend` now (one probe at a time once the cool-down is over)."""
+        with self._lock:
+            until = self._open_until.get(backend)
+            if until is None:
+                return True
+            if time.monotonic() < until or backend in self._probing:
+                return False
+            self._probing.add(backend)
+            return True
+
+    def succeeded(self, backend: str) -> None:
+        """Close the breaker: the backend answered."""
+        with self._lock:
+            self._in_a_row.pop(backend, None)
+            self._open_until.pop(backend, None)
+            self._probing.discard(backend)
+
+    def failed(self, backend: str) -> None:
+        """Count a failure that reached nothing; open the breaker after enough in a row."""
+        with self._lock:
+            self._in_a_row[backend] = self._in_a_row.get(backend, 0) + 1
+            if backend in self._probing or self._in_a_row[backend] >= self.failures:
+                self._open_until[backend] = time.monotonic() + self.cooldown
+            self._probing.discard(backend)
+
+    def state(self, backend: str) -> str:
+        """Return "closed", "open" or "probing", for logs and health checks."""
+        with self._lock:
+            if backend in self._probing:
+                return "probing"
+            return "open" if backend in self._open_until else "closed"
+
+
+def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> SendReceipt:
+    """Send through the caller's backend, failing over when it provably received nothing."""
+    primary = caller.backend
+    if breaker.allows(primary.name):
+        try:
+            receipt = primary.send(send)
+        except BackendUnreachable as error:
+            breaker.failed(primary.name)
+            if caller.failover is None:
+                raise
+            _note_failover(primary, error.name)
+        else:
+            breaker.succeeded(primary.name)
+            return receipt
+    elif caller.failover is None:
+        raise BackendUnreachable(
+            f"the {primary.name} backend failed {breaker.failures} times in a row without being reached; "
+            f"it is skipped for up to {breaker.cooldown:g} s; nothing was sent"
+        )
+    else:
+        _note_failover(primary, "circuit_open")
+    backend, credential = caller.failover
+    receipt = backend.send(
+        SendRequest(
+            credential=credential,
+            recipients=send.recipients,
+            message=send.message,
+            options=send.options,
+            http=send.http,
+            reference=send.reference,
+            idempotency_key=send.idempotency_key,
+        )
+    )
+    return receipt
+
+
+def _note_failover(primary: Backend, why: str) -> None:
+    if has_request_context():
+        g.failover = {"from": primary.name, "why": why}

@@ -1,0 +1,131 @@
+"""Failover and the circuit breaker: a second backend only when the first provably received nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from app.access import hash_key
+from app.config import ConfigError, Settings
+from app.errors import BackendUnreachable
+from tests.fakes.mobsms import FakeMobsms
+from tests.fakes.server import Reply
+
+TO = "+32470000001"
+SEND = {"apikey": "mobsms-key-1", "recipients": TO, "message": "Hi"}
+
+
+def count_calls(app: Flask, backend: str, *, fail: bool) -> list[int]:
+    """Wrap a backend's send to count its calls and, with `fail`, to fail as if unreachable."""
+    target = app.extensions["smsbridge"].backend_for(backend)
+    original, calls = target.send, []
+
+    def send(request: object) -> object:
+        calls.append(1)
+        if fail:
+            raise BackendUnreachable(f"the {backend} backend refused the connection; nothing was sent")
+        return original(request)
+
+    target.send = send
+    return calls
+
+
+def test_an_unreachable_backend_fails_over(make_app: Callable[..., Flask]) -> None:
+    app = make_app("mobsms", mobsms_url="http://127.0.0.1:9", failover_backend="sandbox")
+    answer = app.test_client().post("/sendsms/", data=SEND)
+    result = answer.get_json()["result"]
+    assert (answer.status_code, result["sent"]) == (200, "1")
+    assert "smsbridge sandbox" in result["note"]
+    [row] = app.extensions["smsbridge"].backend_for("sandbox").sent("failover")
+    assert (row["recipient"], row["message"]) == (TO, "Hi")
+
+
+def test_no_failover_once_the_backend_may_have_received_the_send(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    app = make_app("mobsms", failover_backend="sandbox")
+    fake_mobsms.next_reply = Reply(201, b'{"success": tr', "application/json")
+    answer = app.test_client().post("/sendsms/", data=SEND)
+    assert answer.get_json()["result"]["error_code"] == "backend_bad_json"
+    assert app.extensions["smsbridge"].backend_for("sandbox").sent("failover") == []
+    assert len(fake_mobsms.received) == 1
+
+
+def test_the_breaker_skips_a_failing_backend_then_probes_it(make_app: Callable[..., Flask]) -> None:
+    app = make_app("mobsms", failover_backend="sandbox", breaker_failures=2, breaker_cooldown=0.3)
+    client = app.test_client()
+    calls = count_calls(app, "mobsms", fail=True)
+    for _ in range(4):
+        assert client.post("/sendsms/", data=SEND).get_json()["result"]["sent"] == "1"
+    assert len(calls) == 2  # two failures opened the breaker; the next two went straight to the sandbox
+    time.sleep(0.35)
+    client.post("/sendsms/", data=SEND)
+    assert len(calls) == 3  # one probe after the cool-down, which failed: open again
+    client.post("/sendsms/", data=SEND)
+    assert len(calls) == 3
+    breaker = app.extensions["smsbridge"].breaker
+    assert breaker.state("mobsms") == "open"
+    app.extensions["smsbridge"].backend_for("mobsms").send = (
+        app.extensions["smsbridge"].backend_for("sandbox").send
+    )
+    time.sleep(0.35)
+    client.post("/sendsms/", data=SEND)
+    assert breaker.state("mobsms") == "closed"
+
+
+def test_without_a_failover_an_open_breaker_answers_at_once(make_app: Callable[..., Flask]) -> None:
+    app = make_app("mobsms", breaker_failures=1, breaker_cooldown=30)
+    client = app.test_client()
+    calls = count_calls(app, "mobsms", fail=True)
+    first = client.post("/sendsms/", data=SEND)
+    second = client.post("/sendsms/", data=SEND)
+    assert len(calls) == 1
+    assert (
+        first.get_json()["result"]["error_code"]
+        == second.get_json()["result"]["error_code"]
+        == "backend_unreachable"
+    )
+    assert "is skipped for up to 30 s; nothing was sent" in second.get_json()["result"]["note"]
+
+
+def test_a_managed_client_fails_over_with_its_own_second_credential(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f"""
+[clients.shop]
+key_sha256 = ["{hash_key("shop-key")}"]
+backend = "smsmobileapi"
+upstream_key = "vendor-key-1"
+failover_backend = "mobsms"
+failover_upstream_key = "mobsms-key-1"
+"""
+    )
+    app = make_app("sandbox", clients_file=str(clients), smsmobileapi_url="http://127.0.0.1:9")
+    answer = app.test_client().post(
+        "/sendsms/", data={"apikey": "shop-key", "recipients": TO, "message": "Hi"}
+    )
+    assert answer.get_json()["result"]["sent"] == "1"
+    [sent] = fake_mobsms.received
+    assert sent.headers["authorization"] == "Bearer mobsms-key-1"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"SMSBRIDGE_BACKEND": "mobsms", "SMSBRIDGE_FAILOVER_BACKEND": "mobsms"},
+            "SMSBRIDGE_FAILOVER_BACKEND",
+        ),
+        ({"SMSBRIDGE_FAILOVER_BACKEND": "mobsms"}, "SMSBRIDGE_FAILOVER_KEY is needed"),
+        ({"SMSBRIDGE_BREAKER_FAILURES": "0"}, "SMSBRIDGE_BREAKER_FAILURES"),
+    ],
+)
+def test_failover_settings_are_checked(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
