@@ -43,10 +43,12 @@ def fake_mobsms() -> Iterator[FakeMobsms]:
 def _fresh_fakes(fake_vendor: FakeSmsMobileApi, fake_mobsms: FakeMobsms) -> None:
     fake_vendor.reset()
     fake_vendor.next_reply = None
+    fake_vendor.behave()
     fake_mobsms.reset()
     fake_mobsms.queued.clear()
     fake_mobsms.no_device = False
     fake_mobsms.next_reply = None
+    fake_mobsms.behave()
     fake_mobsms.reset_state()
 
 

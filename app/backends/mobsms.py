@@ -292,7 +292,7 @@ def _success_data(response: requests.Response, *, allow_empty: bool = False) -> 
         if document is None:
             raise BackendBadJson(
                 f"mobsms answered HTTP {response.status_code} with a body that is not JSON, or is cut "
-                "short; the message may have been queued: check before sending it again"
+                "short; the message may have been sent: check before sending it again"
             )
         if isinstance(document, dict) and document.get("success") is True:
             data = document.get("data")
@@ -302,7 +302,7 @@ def _success_data(response: requests.Response, *, allow_empty: bool = False) -> 
                 return document
         raise BackendBadAnswer(
             f"mobsms answered HTTP {response.status_code} with JSON of an unexpected shape (no "
-            "{success, data}); the message may have been queued: check before sending it again"
+            "{success, data}); the message may have been sent: check before sending it again"
         )
     raise _error_for(response.status_code, said, document, response.headers.get("Retry-After"))
 
@@ -345,7 +345,7 @@ def _message_ids(items: list, count: int) -> tuple[str, ...]:
         ident = item.get("message_id") or item.get("id") if isinstance(item, dict) else None
         if ident in (None, ""):
             raise BackendBadAnswer(
-                "mobsms answered without an id for a message; the message may have been queued: "
+                "mobsms answered without an id for a message; the message may have been sent: "
                 "check before sending it again"
             )
         ids.append(str(ident))

@@ -161,8 +161,9 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
             f"SMSMobileAPI answered HTTP {reply.status} with a body that is not JSON, or is cut short; "
             "the message may have been sent: check the sent log before sending it again"
         )
-    # The vendor's own JSON goes back to a REST caller unchanged; an HTML error page never does.
-    error.verbatim = reply if _is_json(reply.body) else None
+    # The vendor's own JSON error goes back to a REST caller unchanged; an HTML error page never does,
+    # nor a success the bridge cannot read (the caller must learn that the outcome is unknown).
+    error.verbatim = reply if _is_json(reply.body) and not 200 <= reply.status < 300 else None
     return error
 
 
