@@ -193,6 +193,8 @@ class BackendConnectionLost(BackendError):
 
 class BackendFailed(BackendError):
     code, name = 33, "backend_failed"
+    # A 5xx can come from a proxy after the request went through: the message may have been queued.
+    outcome_unknown = True
 
 
 class BackendBadAnswer(BackendError):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 
 from app.access import hash_key
@@ -14,6 +15,8 @@ from app.config import ConfigError, Settings
 from app.errors import BackendUnreachable
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.server import Reply
+from tests.test_gunicorn import Gunicorn
+from tests.test_request_log import log_lines
 
 TO = "+32470000001"
 SEND = {"apikey": "mobsms-key-1", "recipients": TO, "message": "Hi"}
@@ -129,3 +132,23 @@ failover_upstream_key = "mobsms-key-1"
 def test_failover_settings_are_checked(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env)
+
+
+def test_the_request_log_shows_the_failover(tmp_path: Path) -> None:
+    bridge = Gunicorn(
+        {
+            "SMSBRIDGE_BACKEND": "mobsms",
+            "SMSBRIDGE_MOBSMS_URL": "http://127.0.0.1:9",
+            "SMSBRIDGE_FAILOVER_BACKEND": "sandbox",
+            "SMSBRIDGE_DATA_DIR": str(tmp_path),
+        },
+        tmp_path / "gunicorn.log",
+    )
+    try:
+        answer = requests.post(bridge.url + "/sendsms/", data=SEND, timeout=10)
+    finally:
+        output = bridge.stop()
+    assert answer.json()["result"]["sent"] == "1"
+    [line] = [line for line in log_lines(output) if line["path"] == "/sendsms/"]
+    assert line["failover"] == {"from": "mobsms", "why": "backend_unreachable"}
+    assert (line["status"], line["outcome"]) == (200, "ok")

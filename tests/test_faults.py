@@ -82,7 +82,7 @@ FAULTS = {
     "truncated_json": Expected(
         35, "backend_connection_lost", 502, "Server.BackendConnectionLost", MAYBE_SENT
     ),
-    "html_5xx": Expected(33, "backend_failed", 502, "Server.BackendFailed", None),
+    "html_5xx": Expected(33, "backend_failed", 502, "Server.BackendFailed", MAYBE_SENT),
     "rate_limited": Expected(29, "rate_limited", 429, "Client.RateLimited", None),
     "malformed_json": Expected(34, "backend_bad_json", 502, "Server.BackendBadJson", MAYBE_SENT),
     "unexpected_json": Expected(

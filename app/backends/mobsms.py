@@ -323,7 +323,10 @@ def _error_for(status: int, said: object, document: object, retry_after: str | N
             retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     if status >= 500:
-        return BackendFailed(f"mobsms answered with a server error, HTTP {status}")
+        return BackendFailed(
+            f"mobsms answered with a server error, HTTP {status}; the message may have been sent: "
+            "check before sending it again"
+        )
     return BackendBadAnswer(f"mobsms answered HTTP {status}, which the bridge does not expect")
 
 

@@ -150,7 +150,10 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
     elif 400 <= reply.status < 500:
         error = CallerError(f"SMSMobileAPI refused the request (HTTP {reply.status}){said}")
     elif reply.status >= 500:
-        error = BackendFailed(f"SMSMobileAPI answered with a server error, HTTP {reply.status}")
+        error = BackendFailed(
+            f"SMSMobileAPI answered with a server error, HTTP {reply.status}; the message may have been "
+            "sent: check the sent log before sending it again"
+        )
     elif _is_json(reply.body):
         error = BackendBadAnswer(
             f"SMSMobileAPI answered HTTP {reply.status} with JSON of an unexpected shape (no result); "

@@ -258,7 +258,10 @@ def error_response(error: BridgeError) -> Response:
     if error.verbatim is not None:
         return verbatim(error.verbatim)
     if request.blueprint == soap.bp.name and request.method == "POST":
-        return soap.fault_response(error.fault_code, error.note)
+        fault = soap.fault_response(error.fault_code, error.note)
+        if error.retry_after is not None:
+            fault.headers["Retry-After"] = str(error.retry_after)
+        return fault
     if g.get("error_style") == "success":
         # conversation/sms/list answers {"success": false, "error": "..."}, as its docs show.
         response = jsonify(success=False, error=error.note, error_code=error.name)
