@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import health, oauth, rate_limits, request_log, runtime, sandbox_console
+from app import health, oauth, rate_limits, request_log, runtime, sandbox_console, webhook_sources
 from app.config import Settings
 from app.fronts import rest, rest_endpoints, soap
 
@@ -26,6 +26,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     soap.init_app(app, settings.public_url)
     app.register_blueprint(health.bp)
     app.register_blueprint(oauth.bp)
+    webhook_sources.init_app(app)
     app.register_blueprint(rest_endpoints.bp)
     # Any other path goes to the vendor as made for callers whose backend passes it through.
     app.register_blueprint(rest.passthrough_bp)

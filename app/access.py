@@ -37,6 +37,7 @@ from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
 from app.tokens import TokenSigner, is_token
 from app.vocabulary import Credential, CredentialSource
+from app.webhooks import Target, check_target
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class ClientEntry:
     rate_limit: str | None = None
     failover_backend: str | None = None
     failover_key: str = field(default="", repr=False)
+    webhook: Target | None = None
+    vendor_webhook_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,17 @@ class Access:
         self._reload_if_changed()
         return self._clients.get(name)
 
+    def webhook_for(self, client: str) -> Target | None:
+        """Return where a client's events go: its own target (managed), else the configured one."""
+        if self.managed:
+            entry = self.client_named(client)
+            return entry.webhook if entry else None
+        if self.settings.webhook_url:
+            return Target(
+                self.settings.webhook_url, self.settings.webhook_format, self.settings.webhook_secret or ""
+            )
+        return None
+
     def limit_for_client(self, client: str | None) -> str:
         """Return the rate limit of a managed client's name; the default for anyone else."""
         entry = self._clients.get(client) if client else None
@@ -221,6 +235,25 @@ class Access:
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         if not initial:
             log.info("clients file %s reloaded: %d clients", self.path, len(clients))
+
+
+def _webhook_of(spec: dict, where: str) -> Target | None:
+    url = spec.get("webhook_url")
+    if url is None:
+        return None
+    fmt = spec.get("webhook_format", "v2")
+    secret = spec.get("webhook_secret")
+    if "webhook_secret_env" in spec:
+        secret = os.environ.get(str(spec["webhook_secret_env"]))
+    if not isinstance(url, str) or not isinstance(fmt, str) or not isinstance(secret, str | None):
+        raise ConfigError(f"{where} webhook_url, webhook_format and webhook_secret must be strings")
+    try:
+        check_target(url, fmt, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if fmt == "v2" and not secret:
+        raise ConfigError(f"{where} needs webhook_secret (or webhook_secret_env) to sign v2 webhooks")
+    return Target(url=url, format=fmt, secret=secret or "")
 
 
 def _is_sha256(value: object) -> bool:
@@ -286,6 +319,10 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
                 raise ConfigError(f"{where} failover_backend must be another of {', '.join(BACKEND_CLASSES)}")
             if not isinstance(failover_key, str | None) or (not failover_key and failover != "sandbox"):
                 raise ConfigError(f"{where} needs failover_upstream_key(_env): the {failover} credential")
+        webhook = _webhook_of(spec, where)
+        vendor_secret = spec.get("vendor_webhook_secret", "")
+        if not isinstance(vendor_secret, str):
+            raise ConfigError(f"{where} vendor_webhook_secret must be a string")
         clients[name] = ClientEntry(
             name=name,
             key_hashes=frozenset(hashes),
@@ -295,5 +332,7 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
             rate_limit=limit,
             failover_backend=failover,
             failover_key=failover_key or "",
+            webhook=webhook,
+            vendor_webhook_secret=vendor_secret,
         )
     return clients, default_limit

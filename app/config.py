@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from app.webhooks import check_target
+
 BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
 
 
@@ -47,6 +49,13 @@ class Settings:
     failover_key: str | None = field(default=None, repr=False)
     breaker_failures: int = 3
     breaker_cooldown: float = 30.0
+    webhook_url: str | None = None
+    webhook_format: str = "v2"
+    webhook_secret: str | None = field(default=None, repr=False)
+    vendor_webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allow_private: bool = False
+    webhook_retry_hours: float = 24.0
+    webhook_timeout: float = 5.0
     log_level: str = "INFO"
 
     @classmethod
@@ -114,6 +123,17 @@ class Settings:
                 f"{env_name('breaker_failures')} must be at least 1 and {env_name('breaker_cooldown')} "
                 "between 0 and 3600 seconds"
             )
+        if self.webhook_url:
+            try:
+                check_target(self.webhook_url, self.webhook_format, env_name("webhook_url"))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if self.webhook_format == "v2" and not self.webhook_secret:
+                raise ConfigError(f"{env_name('webhook_secret')} is needed to sign v2 webhooks")
+        if self.webhook_retry_hours < 24:
+            raise ConfigError(f"{env_name('webhook_retry_hours')} must be at least 24")
+        if not 0 < self.webhook_timeout <= 60:
+            raise ConfigError(f"{env_name('webhook_timeout')} must be between 0 and 60 seconds")
         if self.idempotency_ttl < 86400:
             raise ConfigError(f"{env_name('idempotency_ttl')} must be at least 86400 seconds (24 hours)")
         if self.workers < 1:
@@ -159,6 +179,14 @@ def _integer(name: str, raw: str) -> int:
         raise ConfigError(f"{env_name(name)}={raw!r}: expected a whole number") from None
 
 
+def _flag(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{env_name(name)}={raw!r}: expected true or false")
+
+
 def _key_set(name: str, raw: str) -> frozenset[str]:
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
@@ -177,6 +205,9 @@ _PARSERS = {
     "failover_backend": lambda name, raw: raw.lower(),
     "breaker_failures": _integer,
     "breaker_cooldown": _number,
+    "webhook_allow_private": lambda name, raw: _flag(name, raw),
+    "webhook_retry_hours": _number,
+    "webhook_timeout": _number,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }

@@ -14,6 +14,7 @@ from app.delivery import CircuitBreaker
 from app.idempotency import Idempotency
 from app.store import StateStore
 from app.tokens import TokenSigner
+from app.webhooks import Deliverer, EventStore
 
 EXTENSION = "smsbridge"
 
@@ -29,6 +30,16 @@ class Runtime:
         self.tokens = TokenSigner.from_settings(settings.token_secret, settings.data_dir, settings.token_ttl)
         self.access = Access(settings, self.backend_for, self.tokens)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
+        self.events = EventStore(settings.data_dir)
+        self.deliverer = Deliverer(
+            self.events,
+            timeout=settings.webhook_timeout,
+            retry_window=settings.webhook_retry_hours * 3600,
+            allow_private=settings.webhook_allow_private,
+        )
+        if self.events.counts().get("pending"):
+            # Events left by a previous run (or another worker) go on being delivered.
+            self.deliverer.start()
         self.idempotency = Idempotency(
             StateStore(settings.data_dir),
             settings.idempotency_ttl,
@@ -45,6 +56,16 @@ class Runtime:
                     backend = build_backend(dataclasses.replace(self.settings, backend=name))
                     self._backends[name] = backend
         return backend
+
+    def emit(self, client: str, event_type: str, data: dict) -> str | None:
+        """Store an event for the client's webhook and wake the deliverer; None when it has none."""
+        target = self.access.webhook_for(client)
+        if target is None:
+            return None
+        event_id = self.events.add(client, event_type, data, target)
+        self.deliverer.start()
+        self.deliverer.wake()
+        return event_id
 
     @property
     def backends(self) -> list[Backend]:

@@ -14,6 +14,7 @@ from app.backends.sandbox import SandboxBackend
 from app.errors import NotAllowed
 from app.fronts.dialect import require
 from app.fronts.rest import parameters, principal
+from app.runtime import runtime
 from app.vocabulary import Credential
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
@@ -42,6 +43,20 @@ def inbound() -> Response:
         kind=params.get("message_type", "text").strip() or "text",
         contact=params.get("contact", ""),
     )
+    runtime().emit(
+        principal().client,
+        "whatsapp.received"
+        if received.kind and params.get("channel", "sms").strip() == "whatsapp"
+        else "sms.received",
+        {
+            "guid": received.guid,
+            "from": received.number,
+            "message": received.message,
+            "received_at": received.received_at,
+            "alias": received.alias,
+            "device_id": received.device,
+        },
+    )
     return jsonify(result={"error": 0, "id": received.id, "guid": received.guid})
 
 
@@ -52,6 +67,16 @@ def fail() -> Response:
     guid = require("guid", params.get("guid", "").strip())
     sms = sandbox.simulate_failure(
         key, guid, params.get("error", "") or "failed", params.get("where", "mobile").strip() or "mobile"
+    )
+    runtime().emit(
+        principal().client,
+        "sms.failed",
+        {
+            "guid": sms.guid,
+            "to": sms.recipient,
+            "status": "failed",
+            "error": sms.error_mobile or sms.error_api,
+        },
     )
     return jsonify(result={"error": 0, "guid": sms.guid, "status": sms.status})
 

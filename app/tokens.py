@@ -55,6 +55,10 @@ class TokenSigner:
             return None
         return client, key_hash
 
+    def label(self, text: str) -> str:
+        """Return an unguessable, stable tag for `text` (the secret part of a webhook source URL)."""
+        return hmac.new(self._secret, f"label:{text}".encode(), hashlib.sha256).hexdigest()[:32]
+
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, (PREFIX + payload).encode(), hashlib.sha256).digest())
 
