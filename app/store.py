@@ -7,9 +7,10 @@ account name derived from the client's credential (a hash, never the key) and th
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from app.sqlite_db import ThreadConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS received_flags (
@@ -44,11 +45,7 @@ class StateStore:
     """Small per-account facts kept by the bridge itself."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "state.sqlite3"
-        self._local = threading.local()
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        self._connections = ThreadConnections(data_dir / "state.sqlite3", SCHEMA)
 
     def received_flags(self, account: str) -> dict[str, tuple[bool, str | None]]:
         """Return {guid: (read, alias)} for an account's received messages that have any."""
@@ -115,12 +112,7 @@ class StateStore:
 
     def idempotent(self, scope: str) -> sqlite3.Row | None:
         """Return what is kept for an idempotency scope."""
-        db = self._db()
-        db.row_factory = sqlite3.Row
-        try:
-            return db.execute("SELECT * FROM idempotency WHERE scope = ?", (scope,)).fetchone()
-        finally:
-            db.row_factory = None
+        return self._db().execute("SELECT * FROM idempotency WHERE scope = ?", (scope,)).fetchone()
 
     def complete(self, scope: str, status: int, content_type: str, body: bytes, headers: str) -> None:
         """Keep the answer of the request that claimed `scope`, for its repeats."""
@@ -137,9 +129,4 @@ class StateStore:
             db.execute("DELETE FROM idempotency WHERE scope = ? AND done = 0", (scope,))
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
+        return self._connections.get()

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from app.sqlite_db import ThreadConnections
+
 log = logging.getLogger(__name__)
 
 API_VERSION = "2026-09-23"
@@ -89,11 +91,7 @@ class EventStore:
     """The events waiting, delivered and dead."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "webhooks.sqlite3"
-        self._local = threading.local()
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        self._connections = ThreadConnections(data_dir / "webhooks.sqlite3", SCHEMA, autocommit=True)
 
     def add(self, client: str, event_type: str, data: dict, target: Target) -> str:
         """Store an event for delivery now; return its id."""
@@ -176,13 +174,7 @@ class EventStore:
         return {status: n for status, n in rows}
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
+        return self._connections.get()
 
 
 def render(event: sqlite3.Row) -> tuple[bytes, dict[str, str]] | None:

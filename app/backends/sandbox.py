@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 
@@ -25,6 +24,7 @@ from app.errors import (
     UnknownDevice,
     UnknownMessage,
 )
+from app.sqlite_db import ThreadConnections
 from app.vocabulary import (
     Credential,
     Device,
@@ -105,11 +105,7 @@ class SandboxBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = settings.data_dir / "sandbox.sqlite3"
-        self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        self._db = ThreadConnections(settings.data_dir / "sandbox.sqlite3", SCHEMA)
 
     # --- sending -------------------------------------------------------------------------------------
 
@@ -365,10 +361,7 @@ class SandboxBackend(Backend):
 
     def close(self) -> None:
         """Close this thread's database connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._db.close()
 
     def _account(self, credential: Credential) -> str:
         """Check the key, make its account on first use, and return the account's name."""
@@ -477,14 +470,7 @@ class SandboxBackend(Backend):
             raise UnknownMessage(f"no received SMS has the guid {guid!r}")
 
     def _connect(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
+        return self._db.get()
 
     def sent(self, secret: str) -> list[sqlite3.Row]:
         """Return every row the sandbox accepted for the key `secret`, oldest first (for tests)."""
