@@ -1,6 +1,7 @@
 """Settings: defaults, environment variables, and a clear error for each invalid one."""
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -11,7 +12,9 @@ from app.config import ConfigError, Settings
 def test_defaults_choose_the_sandbox() -> None:
     settings = Settings.from_env({})
     assert settings.backend == "sandbox"
-    assert settings.smsmobileapi_url == "https://api.smsmobileapi.com"
+    # The vendor's own API, over TLS (tests never call it: they point every backend at 127.0.0.1).
+    default = urlsplit(settings.smsmobileapi_url)
+    assert (default.scheme, default.hostname.endswith("smsmobileapi.com")) == ("https", True)
     assert settings.connect_timeout == 3.0
     assert settings.read_timeout == 7.0
 
