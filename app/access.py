@@ -183,6 +183,10 @@ class Access:
         self._reload_if_changed()
         return self._clients.get(name)
 
+    def any_webhook(self) -> bool:
+        """Say whether any client has a webhook target."""
+        return any(entry.webhook for entry in self._clients.values())
+
     def webhook_for(self, client: str) -> Target | None:
         """Return where a client's events go: its own target (managed), else the configured one."""
         if self.managed:

@@ -132,8 +132,8 @@ class Settings:
                 raise ConfigError(f"{env_name('webhook_secret')} is needed to sign v2 webhooks")
         if self.webhook_retry_hours < 24:
             raise ConfigError(f"{env_name('webhook_retry_hours')} must be at least 24")
-        if not 0 < self.webhook_timeout <= 60:
-            raise ConfigError(f"{env_name('webhook_timeout')} must be between 0 and 60 seconds")
+        if not 0 < self.webhook_timeout <= 30:
+            raise ConfigError(f"{env_name('webhook_timeout')} must be between 0 and 30 seconds")
         if self.idempotency_ttl < 86400:
             raise ConfigError(f"{env_name('idempotency_ttl')} must be at least 86400 seconds (24 hours)")
         if self.workers < 1:

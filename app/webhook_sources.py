@@ -1,13 +1,17 @@
 """Where upstreams post events, turned into the client's webhook events.
 
-    POST /webhooks/mobsms/<client>/<tag>         mobsms's incoming-SMS and delivery-status webhooks,
-                                                  and messages' callback_url
-    POST /webhooks/smsmobileapi/<client>/<tag>   the vendor's webhooks (V1, or V2 verified when a
-                                                  vendor secret is configured), relayed
+    POST /webhooks/mobsms/<client>?key=<tag>        mobsms's incoming-SMS and delivery-status webhooks,
+                                                    and messages' callback_url
+    POST /webhooks/smsmobileapi/<client>?key=<tag>  the vendor's webhooks (V1, or V2 verified when a
+                                                    vendor secret is configured), relayed
 
-`<tag>` is an HMAC of the client's name under the bridge's token secret: only whoever was given the
-URL can post to it. In passthrough mode the client is `default`. `python -m app.webhook_sources urls
-CLIENT` prints a client's URLs; `register-mobsms CLIENT` sets them with mobsms (PUT /api/webhooks).
+`<tag>` is an HMAC of the source and the client's name under the bridge's token secret: only whoever
+was given the URL can post to it. It travels in the query string, which neither the request log nor
+gunicorn's access log writes down. In passthrough mode the client is `default`. Each event gets a
+stable id (the vendor's own V2 event id; for mobsms, one derived from the message and its state), so
+an upstream that posts the same event twice does not make the client get it twice.
+`python -m app.webhook_sources urls CLIENT` prints a client's URLs; `register-mobsms CLIENT` sets them
+with mobsms (PUT /api/webhooks).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hmac
 import json
 import sys
 import time
+import uuid
 from datetime import datetime
 
 from flask import Blueprint, Flask, Response, jsonify, request
@@ -34,15 +39,16 @@ def source_urls(state: Runtime, client: str) -> dict[str, str]:
     """Return the URLs an upstream posts `client`'s events to."""
     base = state.settings.public_url.rstrip("/") + "/webhooks"
     return {
-        source: f"{base}/{source}/{client}/{state.tokens.label(f'{source}:{client}')}"
+        source: f"{base}/{source}/{client}?key={state.tokens.label(f'{source}:{client}')}"
         for source in ("mobsms", "smsmobileapi")
     }
 
 
-@bp.post("/<source>/<client>/<tag>")
-def receive(source: str, client: str, tag: str) -> Response:
+@bp.post("/<source>/<client>")
+def receive(source: str, client: str) -> Response:
     """Store the event an upstream posted, then acknowledge it."""
     state = runtime()
+    tag = request.args.get("key", "")
     expected = state.tokens.label(f"{source}:{client}")
     known = client == "default" if not state.access.managed else state.access.client_named(client) is not None
     if source not in ("mobsms", "smsmobileapi") or not known or not hmac.compare_digest(tag, expected):
@@ -59,8 +65,27 @@ def receive(source: str, client: str, tag: str) -> Response:
     event = _from_mobsms(document) if source == "mobsms" else _from_vendor(document)
     if event is None:
         return jsonify(success=True, stored=False)
-    event_id = state.emit(client, *event)
+    event_type, data = event
+    if source == "smsmobileapi":
+        given = request.headers.get("X-SMSMobileAPI-Event-ID") or document.get("id") or ""
+        stable = _uuid(str(given)) or _derived_id(source, client, event_type, data)
+    else:
+        stable = _derived_id(source, client, event_type, data)
+    event_id = state.emit(client, event_type, data, event_id=stable)
     return jsonify(success=True, stored=event_id is not None, id=event_id)
+
+
+def _uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _derived_id(source: str, client: str, event_type: str, data: dict) -> str:
+    """Return the same id for the same event posted again (same message, same state)."""
+    name = f"{source}:{client}:{event_type}:{data.get('guid')}:{data.get('status', '')}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
 def _from_mobsms(document: dict) -> tuple[str, dict] | None:
@@ -93,7 +118,10 @@ def _from_mobsms(document: dict) -> tuple[str, dict] | None:
 def _from_vendor(document: dict) -> tuple[str, dict] | None:
     """Map the vendor's V2 envelope, or its V1 payload, to an event type and data."""
     if "type" in document and isinstance(document.get("data"), dict):
-        return str(document["type"]), dict(document["data"])
+        data = dict(document["data"])
+        if isinstance(data.get("received_at"), str):
+            data["received_at"] = _unix(data["received_at"]) or int(time.time())
+        return str(document["type"]), data
     if "number" in document and "message" in document:
         when = f"{document.get('date', '')} {document.get('hour', '')}".strip()
         return "sms.received", {
@@ -109,7 +137,7 @@ def _from_vendor(document: dict) -> tuple[str, dict] | None:
 
 def _verify_vendor_signature(state: Runtime, client: str, raw: bytes) -> None:
     entry = state.access.client_named(client) if state.access.managed else None
-    secret = entry.vendor_webhook_secret if entry else state.settings.vendor_webhook_secret or ""
+    secret = (entry.vendor_webhook_secret if entry else "") or state.settings.vendor_webhook_secret or ""
     if not secret:
         return
     timestamp = request.headers.get("X-SMSMobileAPI-Timestamp", "")

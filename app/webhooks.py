@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "2026-09-23"
 EVENT_TYPES = ("sms.received", "sms.sent", "sms.failed")
-LEASE_SECONDS = 30
+#: how long a claim keeps other deliverers off an event: well above one attempt (timeouts up to 30 s)
+LEASE_SECONDS = 120
 MAX_ANSWER_BYTES = 64 * 1024
 FIRST_RETRY_SECONDS = 2.0
 LONGEST_RETRY_SECONDS = 3600.0
@@ -93,14 +94,16 @@ class EventStore:
     def __init__(self, data_dir: Path) -> None:
         self._connections = ThreadConnections(data_dir / "webhooks.sqlite3", SCHEMA, autocommit=True)
 
-    def add(self, client: str, event_type: str, data: dict, target: Target) -> str:
-        """Store an event for delivery now; return its id."""
-        event_id = str(uuid.uuid4())
+    def add(
+        self, client: str, event_type: str, data: dict, target: Target, *, event_id: str | None = None
+    ) -> str:
+        """Store an event for delivery now and return its id; an id already stored is not stored again."""
+        event_id = event_id or str(uuid.uuid4())
         now = time.time()
         with self._db() as db:
             db.execute(
-                "INSERT INTO webhook_events (id, client, type, data, url, format, secret, created_at,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO webhook_events (id, client, type, data, url, format, secret,"
+                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event_id,
                     client,
@@ -183,7 +186,7 @@ def render(event: sqlite3.Row) -> tuple[bytes, dict[str, str]] | None:
     if event["format"] == "v1":
         if event["type"] != "sms.received":
             return None
-        received = datetime.fromtimestamp(data["received_at"], UTC)
+        received = datetime.fromtimestamp(float(data["received_at"]), UTC)
         body = {
             "date": f"{received:%Y-%m-%d}",
             "hour": f"{received:%H:%M:%S}",
@@ -222,6 +225,10 @@ def render(event: sqlite3.Row) -> tuple[bytes, dict[str, str]] | None:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class UnsafeTarget(ValueError):
+    """A target the deliverer will not connect to."""
 
 
 class Deliverer:
@@ -276,7 +283,13 @@ class Deliverer:
             self._wake.clear()
 
     def _attempt(self, event: sqlite3.Row) -> None:
-        rendered = render(event)
+        try:
+            rendered = render(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            # An event this bridge cannot render will not render later either: keep it, as dead.
+            self.store.failed(event, f"cannot render: {type(exc).__name__}: {exc}", retry_window=0)
+            log.error("webhook %s %s cannot be rendered: %s", event["id"], event["type"], type(exc).__name__)
+            return
         if rendered is None:
             self.store.delivered(event["id"])
             return
@@ -294,7 +307,10 @@ class Deliverer:
                 answer.raw.read(MAX_ANSWER_BYTES, decode_content=False)
                 ok = 200 <= answer.status_code < 300
                 error = "" if ok else f"HTTP {answer.status_code}"
+        except UnsafeTarget as exc:
+            ok, error = False, str(exc)
         except (requests.RequestException, ValueError, OSError) as exc:
+            # requests' own messages hold the URL, which may hold a receiver's secret: name the kind only.
             ok, error = False, type(exc).__name__
         if ok:
             self.store.delivered(event["id"])
@@ -312,7 +328,10 @@ class Deliverer:
         for info in socket.getaddrinfo(host, None):
             address = ipaddress.ip_address(info[4][0])
             if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-                raise ValueError(f"webhook target {host} is a private address")
+                raise UnsafeTarget(
+                    f"refused: {host} is a private, loopback or link-local address "
+                    "(SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
+                )
 
 
 def main(argv: list[str]) -> int:
