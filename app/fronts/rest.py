@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("rest", __name__)
 
+#: the longest query string taken (gunicorn.conf.py lets request lines of up to 8190 bytes through)
+MAX_QUERY_BYTES = 8000
+#: the most recipients one send may name
+MAX_RECIPIENTS = 500
+
 
 @bp.route("/sendsms/", methods=["GET", "POST"], strict_slashes=False)
 def sendsms() -> Response:
@@ -88,12 +93,6 @@ def _answer(view: Callable[..., Response], *args: object) -> Response:
     except Exception:
         # Whether anything was sent is unknown: the answer is kept, and a repeat gets it too.
         return internal_error_response()
-
-
-#: the longest query string taken (gunicorn.conf.py lets request lines of up to 8190 bytes through)
-MAX_QUERY_BYTES = 8000
-#: the most recipients one send may name
-MAX_RECIPIENTS = 500
 
 
 def parameters() -> dict[str, str]:
