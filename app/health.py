@@ -1,8 +1,17 @@
-"""Liveness: `/healthz` answers while the process can serve a request."""
+"""Health: `/healthz` says the process is alive; `/readyz` that it can serve sends now.
+
+Ready means: the configuration was valid (or the process would not run), the state stores answer,
+and the rate-limit storage answers (with Redis down, limits go on in memory, but the bridge reports
+itself not ready so that an operator or an orchestrator sees it). Neither says anything secret.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import sqlite3
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from app.runtime import runtime
 
 bp = Blueprint("health", __name__)
 
@@ -11,3 +20,26 @@ bp = Blueprint("health", __name__)
 def healthz() -> Response:
     """Say the process is alive."""
     return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Say whether the state stores and the limiter's storage answer; 503 when one does not."""
+    state = runtime()
+    checks = {"config": "ok"}
+    try:
+        state.idempotency.store.received_flags("readyz")
+        state.events.counts()
+        checks["state_store"] = "ok"
+    except sqlite3.Error as exc:
+        checks["state_store"] = f"failing: {type(exc).__name__}"
+    limiter = current_app.extensions.get("smsbridge.limiter")
+    try:
+        reachable = limiter is not None and limiter.storage.check()
+    except Exception:  # a storage client may raise anything it likes when its server is gone
+        reachable = False
+    checks["rate_limit_storage"] = "ok" if reachable else "unreachable (limits are counted in memory)"
+    ready = all(value == "ok" for value in checks.values())
+    response = jsonify(status="ready" if ready else "not ready", checks=checks)
+    response.status_code = 200 if ready else 503
+    return response
