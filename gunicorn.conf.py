@@ -1,8 +1,16 @@
 """gunicorn settings for smsbridge: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
 import os
+import shutil
 
-from app.config import ConfigError, Settings
+# Metrics are summed over the workers through files in this directory (prometheus_client's
+# multiprocess mode). It must be set before anything imports prometheus_client, so before the app.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("SMSBRIDGE_DATA_DIR") or "data", "metrics")
+)
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+from app.config import ConfigError, Settings  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 
 try:
     _settings = Settings.from_env()
@@ -32,3 +40,17 @@ limit_request_field_size = 8190
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+
+
+def on_starting(server: object) -> None:
+    """Start with no counts left over from an earlier run."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Let a dead worker's live gauges go (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

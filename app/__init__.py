@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import health, oauth, rate_limits, request_log, runtime, sandbox_console, webhook_sources
+from app import health, metrics, oauth, rate_limits, request_log, runtime, sandbox_console, webhook_sources
 from app.config import Settings
 from app.fronts import rest, rest_endpoints, soap
 
@@ -33,5 +33,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if any(b.name == "sandbox" for b in state.backends):
         sandbox_console.init_app(app)
     request_log.init_app(app, settings.trusted_proxies)
+    metrics.init_app(app)
     rate_limits.init_app(app, settings, per_client=state.access.managed)
     return app

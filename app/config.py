@@ -56,6 +56,7 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_retry_hours: float = 24.0
     webhook_timeout: float = 5.0
+    metrics_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
 
     @classmethod

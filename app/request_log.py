@@ -20,6 +20,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
@@ -57,8 +58,26 @@ def note_outcome(outcome: str) -> None:
     g.log_outcome = outcome
 
 
-def note_upstream(status: int | None, seconds: float) -> None:
+_request_observers: list[Callable[[dict], None]] = []
+_upstream_observers: list[Callable[[str, float], None]] = []
+
+
+def on_request(observer: Callable[[dict], None]) -> None:
+    """Call `observer` with each request's log line (metrics count them)."""
+    if observer not in _request_observers:
+        _request_observers.append(observer)
+
+
+def on_upstream(observer: Callable[[str, float], None]) -> None:
+    """Call `observer` with each upstream call's backend and seconds."""
+    if observer not in _upstream_observers:
+        _upstream_observers.append(observer)
+
+
+def note_upstream(backend: str, status: int | None, seconds: float) -> None:
     """Count an upstream call, its status (None when no answer came) and its time."""
+    for observer in _upstream_observers:
+        observer(backend, seconds)
     if not has_request_context():
         return
     g.upstream_calls = g.get("upstream_calls", 0) + 1
@@ -98,6 +117,8 @@ def _finish(response: Response) -> Response:
         "ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 1),
     }
     log.info(json.dumps(line, separators=(",", ":")))
+    for observer in _request_observers:
+        observer(line)
     return response
 
 

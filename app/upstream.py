@@ -94,7 +94,7 @@ class UpstreamHttp:
                 "the message may have been sent: check before sending it again"
             ) from exc
         finally:
-            note_upstream(status, time.perf_counter() - started)
+            note_upstream(self.backend, status, time.perf_counter() - started)
 
     @property
     def session(self) -> requests.Session:

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +254,8 @@ class Deliverer:
         self._session.trust_env = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: called with the event type of each failed attempt (metrics count them)
+        self.on_failure: Callable[[str], None] = lambda event_type: None
 
     def start(self) -> None:
         """Start the thread (once per process: gunicorn workers each start their own)."""
@@ -316,6 +319,7 @@ class Deliverer:
             self.store.delivered(event["id"])
             log.info("webhook %s %s delivered (attempt %d)", event["id"], event["type"], event["attempts"])
         else:
+            self.on_failure(event["type"])
             self.store.failed(event, error, self.retry_window)
             log.warning(
                 "webhook %s %s failed (attempt %d): %s", event["id"], event["type"], event["attempts"], error

@@ -26,6 +26,7 @@ from app.errors import (
 )
 from app.fronts import soap
 from app.fronts.dialect import check_key, error_result, require, send_result, split_recipients
+from app.metrics import RATE_LIMITED
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
@@ -297,6 +298,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         if isinstance(error, RateLimitExceeded):
+            RATE_LIMITED.inc()
             current = current_app.extensions["smsbridge.limiter"].current_limit
             wait = max(1, int(current.reset_at - time.time()) + 1) if current else 1
             return error_response(
