@@ -197,6 +197,34 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         check=upstream_queued,
     ),
+    # A real gateway answers in 100 ms to 2 s: throughput is then bounded by sends in flight.
+    Scenario(
+        name="rest-slow",
+        target="bridge",
+        method="GET",
+        path="/sendsms/?" + urlencode(SEND_FIELDS, quote_via=quote),
+        check=bridge_rest_sent,
+        upstream_latency_ms=100.0,
+        connections=200,
+        baseline="direct-slow",
+    ),
+    Scenario(
+        name="direct-slow",
+        target="upstream",
+        method="POST",
+        path="/api/sms",
+        # What the bridge itself sends upstream for the same SMS.
+        body=json.dumps({"message": MESSAGE, "recipient_number": RECIPIENT}).encode(),
+        headers=(
+            ("Authorization", f"Bearer {API_KEY}"),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Accept", "application/json"),
+        ),
+        check=upstream_queued,
+        upstream_latency_ms=100.0,
+        connections=200,
+        baseline="direct-slow",
+    ),
 )
 
 
@@ -643,6 +671,13 @@ class Row:
     worker_cores: list[float] = field(default_factory=list)
 
 
+def _cpu_per_request(row: Row) -> str:
+    """Return the bridge workers' CPU time per answered request, in microseconds."""
+    if not row.worker_cores or not row.run or not row.run.rps:
+        return "-"
+    return f"{sum(row.worker_cores) / row.run.rps * 1e6:,.0f}"
+
+
 def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -657,6 +692,7 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("conns", lambda r: str(r.connections)),
     ("conns/worker", lambda r: "/".join(map(str, r.worker_connections)) or "-"),
     ("cores/worker", lambda r: "/".join(f"{c:.2f}" for c in r.worker_cores) or "-"),
+    ("cpu us/req", lambda r: _cpu_per_request(r)),
     ("checks", lambda r: "FAIL" if r.problems else "ok"),
     ("other cpu", lambda r: "-" if r.other_cores is None else f"{r.other_cores:.0%}"),
 )
