@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote, urlencode
@@ -157,14 +157,30 @@ SOAP_ENVELOPE = (
 
 SEND_FIELDS = {"apikey": API_KEY, "recipients": RECIPIENT, "message": MESSAGE}
 
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(
-        name="rest-get",
-        target="bridge",
-        method="GET",
-        path="/sendsms/?" + urlencode(SEND_FIELDS, quote_via=quote),
-        check=bridge_rest_sent,
+REST_GET = Scenario(
+    name="rest-get",
+    target="bridge",
+    method="GET",
+    path="/sendsms/?" + urlencode(SEND_FIELDS, quote_via=quote),
+    check=bridge_rest_sent,
+)
+#: the same SMS sent straight to the fake upstream, as the bridge itself sends it
+DIRECT = Scenario(
+    name="direct",
+    target="upstream",
+    method="POST",
+    path="/api/sms",
+    body=json.dumps({"message": MESSAGE, "recipient_number": RECIPIENT}).encode(),
+    headers=(
+        ("Authorization", f"Bearer {API_KEY}"),
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Accept", "application/json"),
     ),
+    check=upstream_queued,
+)
+
+SCENARIOS: tuple[Scenario, ...] = (
+    REST_GET,
     Scenario(
         name="rest-post",
         target="bridge",
@@ -183,48 +199,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         headers=(("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '"sendSms"')),
         check=bridge_soap_sent,
     ),
-    Scenario(
-        name="direct",
-        target="upstream",
-        method="POST",
-        path="/api/sms",
-        # What the bridge itself sends upstream for the same SMS.
-        body=json.dumps({"message": MESSAGE, "recipient_number": RECIPIENT}).encode(),
-        headers=(
-            ("Authorization", f"Bearer {API_KEY}"),
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Accept", "application/json"),
-        ),
-        check=upstream_queued,
-    ),
+    DIRECT,
     # A real gateway answers in 100 ms to 2 s: throughput is then bounded by sends in flight.
-    Scenario(
-        name="rest-slow",
-        target="bridge",
-        method="GET",
-        path="/sendsms/?" + urlencode(SEND_FIELDS, quote_via=quote),
-        check=bridge_rest_sent,
-        upstream_latency_ms=100.0,
-        connections=200,
-        baseline="direct-slow",
-    ),
-    Scenario(
-        name="direct-slow",
-        target="upstream",
-        method="POST",
-        path="/api/sms",
-        # What the bridge itself sends upstream for the same SMS.
-        body=json.dumps({"message": MESSAGE, "recipient_number": RECIPIENT}).encode(),
-        headers=(
-            ("Authorization", f"Bearer {API_KEY}"),
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Accept", "application/json"),
-        ),
-        check=upstream_queued,
-        upstream_latency_ms=100.0,
-        connections=200,
-        baseline="direct-slow",
-    ),
+    replace(REST_GET, name="rest-slow", upstream_latency_ms=100.0, connections=200, baseline="direct-slow"),
+    replace(DIRECT, name="direct-slow", upstream_latency_ms=100.0, connections=200, baseline="direct-slow"),
 )
 
 
