@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from app.errors import BridgeError, InvalidParameter, MissingParameter
@@ -37,6 +38,13 @@ def check_key(secret: str) -> str:
     if not (secret.isascii() and secret.isprintable()) or len(secret) > 512:
         raise InvalidParameter("apikey must be printable ASCII, at most 512 characters")
     return secret
+
+
+def require_present(params: Mapping[str, str], name: str, empty: str = "it may be empty") -> str:
+    """Return a parameter that must be given but may be empty (`alias=`, `label=`)."""
+    if name not in params:
+        raise MissingParameter(f"{name} is missing: give {name}= ({empty})")
+    return params[name]
 
 
 def require(name: str, value: str | None) -> str:

@@ -236,7 +236,16 @@ def _body() -> dict[str, str]:
 
 
 def _body_pairs() -> list[tuple[str, str]]:
-    """Return the form body's pairs in order, or a JSON object body's fields (as axios posts)."""
+    """Return the form body's pairs in order, or a JSON object body's fields (as axios posts).
+
+    Read once per request: the limiter, the access check and the view all ask for it.
+    """
+    if "body_pairs" not in g:
+        g.body_pairs = _read_body_pairs()
+    return g.body_pairs
+
+
+def _read_body_pairs() -> list[tuple[str, str]]:
     if request.form:
         return list(request.form.items(multi=True))
     if request.is_json:

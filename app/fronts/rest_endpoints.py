@@ -14,10 +14,9 @@ from collections.abc import Callable
 from flask import Blueprint, Response, g, jsonify
 
 from app.access import Principal
-from app.errors import MissingParameter
 from app.fronts import filters
 from app.fronts.conversations import conversations
-from app.fronts.dialect import require
+from app.fronts.dialect import require, require_present
 from app.fronts.records import (
     device_entry,
     from_mobile_entry,
@@ -124,10 +123,9 @@ def getsms_set_read(params: dict[str, str], caller: Principal) -> Response:
 def getsms_update(params: dict[str, str], caller: Principal) -> Response:
     """Set, or with an empty value clear, the alias of a received SMS."""
     guid = require("guid", params.get("guid"))
-    if "alias" not in params:
-        raise MissingParameter("alias is missing: give alias= (empty clears it)")
-    caller.backend.set_alias(caller.upstream, guid, params["alias"])
-    return jsonify(result={"error": "0", "guid": guid, "alias": params["alias"] or None})
+    alias = require_present(params, "alias", "empty clears it")
+    caller.backend.set_alias(caller.upstream, guid, alias)
+    return jsonify(result={"error": "0", "guid": guid, "alias": alias or None})
 
 
 @endpoint("/conversation/sms/list/", error_style="success")
@@ -153,11 +151,8 @@ def mobile_list(params: dict[str, str], caller: Principal) -> Response:
 def mobile_update(params: dict[str, str], caller: Principal) -> Response:
     """Change a phone's label (required, may be empty) and phone number (optional)."""
     sid = require("sid", params.get("sid"))
-    if "label" not in params:
-        raise MissingParameter("label is missing: give label= (it may be empty)")
-    device = caller.backend.update_device(
-        caller.upstream, sid, params["label"], params.get("phone_number") or None
-    )
+    label = require_present(params, "label")
+    device = caller.backend.update_device(caller.upstream, sid, label, params.get("phone_number") or None)
     return jsonify(result={"error": "0", **device_entry(device)})
 
 
