@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from app.config import Settings, env_name
 from tests.conftest import LiveBridge
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -59,3 +61,10 @@ def test_python_example_sends(live_bridges: dict[str, LiveBridge], capsys: pytes
     sent, ident = capsys.readouterr().out.split()
     assert sent == "1"
     assert re.fullmatch(r"[0-9a-f]{40}", ident)
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [
+        env_name(f.name) for f in dataclasses.fields(Settings) if f"`{env_name(f.name)}`" not in README
+    ]
+    assert missing == []
