@@ -33,7 +33,7 @@ class Settings:
     connect_timeout: float = 3.0
     read_timeout: float = 7.0
     upstream_ca_bundle: str | None = None
-    upstream_pool_size: int = 32
+    upstream_pool_size: int = 256
     max_body_bytes: int = 256 * 1024
     sandbox_api_keys: frozenset[str] = field(default_factory=frozenset)
     mobsms_max_pages: int = 20

@@ -7,8 +7,6 @@ import re
 from datetime import datetime
 from urllib.parse import quote
 
-import requests
-
 from app.backends.base import Backend, check_option_values, check_phone_number
 from app.config import Settings
 from app.errors import (
@@ -28,7 +26,7 @@ from app.errors import (
     UpstreamRateLimited,
 )
 from app.store import StateStore
-from app.upstream import UpstreamHttp
+from app.upstream import Answer, UpstreamHttp
 from app.vocabulary import (
     Credential,
     Device,
@@ -281,7 +279,7 @@ def _bulk_recipients(numbers: tuple[str, ...], message: str) -> list[object]:
     return list(numbers)
 
 
-def _success_data(response: requests.Response, *, allow_empty: bool = False) -> object:
+def _success_data(response: Answer, *, allow_empty: bool = False) -> object:
     """Return `data` from a successful answer, or raise the error the answer stands for."""
     try:
         document = response.json()

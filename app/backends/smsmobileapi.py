@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-import requests
-
 from app.backends.base import Backend
 from app.config import Settings
 from app.errors import (
@@ -18,7 +16,7 @@ from app.errors import (
     CredentialRefused,
     UpstreamRateLimited,
 )
-from app.upstream import UpstreamHttp
+from app.upstream import Answer, UpstreamHttp
 from app.vocabulary import (
     Credential,
     CredentialSource,
@@ -116,7 +114,7 @@ def _form_post(path: str, request: SendRequest) -> HttpCall:
     return HttpCall(method="POST", path=path, query=(), form=tuple(form))
 
 
-def _reply(response: requests.Response) -> UpstreamReply:
+def _reply(response: Answer) -> UpstreamReply:
     headers = tuple((h, response.headers[h]) for h in PASSED_HEADERS if h in response.headers)
     return UpstreamReply(
         status=response.status_code,
