@@ -92,29 +92,34 @@ def _start() -> None:
 
 
 def _finish(response: Response) -> Response:
-    response.headers["X-Request-ID"] = g.get("request_id", "")
-    if request.path in ("/healthz", "/readyz", "/metrics"):
+    # One lookup of the request's context objects: each attribute read through the `g` and `request`
+    # proxies would look them up again (this runs on every request).
+    ctx = g._get_current_object()
+    req = request._get_current_object()
+    response.headers["X-Request-ID"] = getattr(ctx, "request_id", "")
+    if req.path in _UNLOGGED_PATHS:
         return response
-    principal = g.get("principal")
+    principal = getattr(ctx, "principal", None)
     status = response.status_code
+    upstream_seconds = getattr(ctx, "upstream_seconds", None)
     line = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "request_id": g.get("request_id"),
-        "client_ip": request.remote_addr,
-        "method": request.method,
-        "path": request.path,
-        "dialect": _dialect(),
-        "operation": g.get("soap_operation") or (request.endpoint or "").rpartition(".")[2] or None,
-        "client": principal.client if principal else g.get("limit_key"),
-        "backend": principal.backend.name if principal else g.get("log_backend"),
-        "recipients": g.get("log_recipients"),
-        "upstream_status": g.get("upstream_status"),
-        "upstream_ms": round(g.upstream_seconds * 1000, 1) if "upstream_seconds" in g else None,
-        "upstream_calls": g.get("upstream_calls", 0),
-        "failover": g.get("failover"),
+        "request_id": getattr(ctx, "request_id", None),
+        "client_ip": req.remote_addr,
+        "method": req.method,
+        "path": req.path,
+        "dialect": _DIALECTS.get(req.blueprint or "", "rest"),
+        "operation": getattr(ctx, "soap_operation", None) or (req.endpoint or "").rpartition(".")[2] or None,
+        "client": principal.client if principal else getattr(ctx, "limit_key", None),
+        "backend": principal.backend.name if principal else getattr(ctx, "log_backend", None),
+        "recipients": getattr(ctx, "log_recipients", None),
+        "upstream_status": getattr(ctx, "upstream_status", None),
+        "upstream_ms": None if upstream_seconds is None else round(upstream_seconds * 1000, 1),
+        "upstream_calls": getattr(ctx, "upstream_calls", 0),
+        "failover": getattr(ctx, "failover", None),
         "status": status,
-        "outcome": g.get("log_outcome") or ("ok" if status < 400 else f"http_{status}"),
-        "ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 1),
+        "outcome": getattr(ctx, "log_outcome", None) or ("ok" if status < 400 else f"http_{status}"),
+        "ms": round((time.perf_counter() - getattr(ctx, "log_started", time.perf_counter())) * 1000, 1),
     }
     log.info(json.dumps(line, separators=(",", ":")))
     for observer in _request_observers:
@@ -122,12 +127,9 @@ def _finish(response: Response) -> Response:
     return response
 
 
-def _dialect() -> str:
-    if request.blueprint == "soap":
-        return "soap"
-    if request.blueprint == "oauth":
-        return "oauth"
-    return "rest"
+_UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: the dialect of each blueprint's requests; every other one speaks REST
+_DIALECTS = {"soap": "soap", "oauth": "oauth"}
 
 
 class RedactSecrets(logging.Filter):

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from pathlib import Path
+
+
+def _os_thread_local() -> type:
+    """Return threading.local as it is per OS thread, even once gevent has monkey-patched it.
+
+    Under gevent each request is a greenlet, and a patched threading.local is per greenlet: a
+    connection (and a file descriptor) per client connection. Greenlets of one thread can share one
+    sqlite3 connection: each use here runs to its end without yielding (no I/O but SQLite's own).
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("threading", "local")
+    return threading.local
 
 
 class ThreadConnections:
@@ -14,7 +28,7 @@ class ThreadConnections:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._autocommit = autocommit
-        self._local = threading.local()
+        self._local = _os_thread_local()()
         with self.get() as db:
             db.executescript(schema)
 

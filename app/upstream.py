@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import logging
 import os
 import socket
 import ssl
@@ -39,6 +40,8 @@ from app.errors import (
     BackendUnreachable,
 )
 from app.request_log import note_upstream
+
+log = logging.getLogger(__name__)
 
 #: a kept-alive connection idle for longer is closed rather than reused: upstreams close idle
 #: connections after a few seconds (Apache's default is 5 s), and a request written on a connection
@@ -98,7 +101,18 @@ class UpstreamHttp:
             status = answer.status_code
             return answer
         finally:
-            note_upstream(self.backend, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            note_upstream(self.backend, status, seconds)
+            if log.isEnabledFor(logging.DEBUG):
+                # Never the query string: it can hold a key or the message text.
+                log.debug(
+                    "%s %s %s -> %s in %.1f ms",
+                    self.backend,
+                    method,
+                    url.partition("?")[0],
+                    status or "no answer",
+                    seconds * 1000,
+                )
 
     def _exchange(
         self,
@@ -191,6 +205,7 @@ class UpstreamHttp:
             )
         else:
             connection = http.client.HTTPConnection(host, port, timeout=self.timeout[0])
+        log.debug("%s: new connection to %s://%s:%d", self.backend, scheme, host, port)
         try:
             connection.connect()
         except socket.gaierror as exc:

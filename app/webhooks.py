@@ -36,8 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
-
 from app.sqlite_db import ThreadConnections
 
 log = logging.getLogger(__name__)
@@ -250,6 +248,10 @@ class Deliverer:
         self.allow_private = allow_private
         self.poll = poll
         self._wake = threading.Event()
+        # Imported here, in the worker: gunicorn's master imports this module (for `check_target`), and
+        # an ssl module imported there would come before gevent's monkey-patching in the workers.
+        import requests
+
         self._session = requests.Session()
         self._session.trust_env = False
         self._thread: threading.Thread | None = None
@@ -312,7 +314,7 @@ class Deliverer:
                 error = "" if ok else f"HTTP {answer.status_code}"
         except UnsafeTarget as exc:
             ok, error = False, str(exc)
-        except (requests.RequestException, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # requests' RequestException is an OSError
             # requests' own messages hold the URL, which may hold a receiver's secret: name the kind only.
             ok, error = False, type(exc).__name__
         if ok:

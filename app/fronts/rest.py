@@ -73,7 +73,7 @@ def _send(params: dict[str, str], caller: Principal) -> Response:
         recipients=recipients,
         message=require("message", params.get("message")),
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
-        http=http_call(),
+        http=http_call() if _may_pass_through(caller) else None,
         reference=send_reference(),
         idempotency_key=g.get("idempotency_key", ""),
     )
@@ -82,6 +82,13 @@ def _send(params: dict[str, str], caller: Principal) -> Response:
     if receipt.verbatim is not None:
         return verbatim(receipt.verbatim)
     return jsonify(result=send_result(receipt))
+
+
+def _may_pass_through(caller: Principal) -> bool:
+    """Tell whether the send may go to a backend that forwards the call as it came (or fails over to one)."""
+    return caller.backend.passes_through or (
+        caller.failover is not None and caller.failover[0].passes_through
+    )
 
 
 def _answer(view: Callable[..., Response], *args: object) -> Response:
