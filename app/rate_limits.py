@@ -1,32 +1,137 @@
-"""Rate limits per client with flask-limiter, applied in `before_request` to REST and SOAP alike.
+"""Rate limits per client, checked in `before_request` for REST and SOAP alike.
 
 A client is a managed client's name, else a fingerprint of the key it sends (for SOAP, read from the
 envelope), else its IP address. Each has the default limit (SMSBRIDGE_RATE_LIMIT) or its own from the
-clients file. Counts live in SMSBRIDGE_RATELIMIT_STORAGE: memory:// is exact for the default runtime
-(one worker process); several workers or hosts share redis://. When Redis cannot be reached, limits go
-on in each worker's memory (so a client gets at most its limit per worker) until Redis answers again:
+clients file, one count across every endpoint, in fixed windows. Counts live in
+SMSBRIDGE_RATELIMIT_STORAGE: memory:// is exact for the default runtime (one worker process); several
+workers or hosts share redis://. When Redis cannot be reached, limits go on in each worker's memory (so
+a client gets at most its limit per worker), and Redis is tried again once a second until it answers:
 a dead Redis costs one short timeout, not seconds on every request, and never switches limits off.
+
+The counting is the `limits` library's, the engine of flask-limiter, with the same storages and URIs.
+flask-limiter's own per-request check was about 80 us of CPU here, most of it resolving scopes,
+exemptions and decorators this bridge does not have: a sixth of the CPU a whole send may take. What
+the bridge needs of it, one limit per client and a fallback to memory, is this module.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
+from functools import lru_cache
 
 from flask import Flask, g, request
-from flask_limiter import ApplicationLimit, Limiter
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 
 from app.access import hash_key
 from app.config import Settings
-from app.errors import BridgeError
+from app.errors import BridgeError, RateLimited
 from app.fronts import soap
 from app.fronts.rest import optional_credential
+from app.metrics import RATE_LIMITED
 from app.runtime import runtime
 from app.tokens import is_token
 
+log = logging.getLogger(__name__)
+
 #: how long a request may wait for Redis before its limit is counted in memory instead
 REDIS_TIMEOUT_SECONDS = 0.1
+#: how often a worker counting in memory looks whether its storage answers again
+PROBE_SECONDS = 1.0
+#: the first part of every count's name in the storage
+KEY_PREFIX = "smsbridge"
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _SOAP_APIKEY = re.compile(rb"<(?:[\w.-]+:)?apikey(?:\s[^>]*)?>([^<]{1,512})</", re.IGNORECASE)
+
+
+class ClientLimits:
+    """Count requests per client in the configured storage, or in memory while it cannot be reached."""
+
+    def __init__(self, storage_uri: str) -> None:
+        options = {}
+        if storage_uri.startswith("redis"):
+            options = {
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                "retry_on_timeout": False,
+            }
+        self.storage: Storage = storage_from_string(storage_uri, **options)
+        self._counted = FixedWindowRateLimiter(self.storage)
+        self._in_memory = self._counted
+        if not isinstance(self.storage, MemoryStorage):
+            self._in_memory = FixedWindowRateLimiter(MemoryStorage())
+        #: when the storage last failed and when to look at it again; None while it answers
+        self._next_probe: float | None = None
+        self._lock = threading.Lock()
+
+    def hit(self, client: str, limits: tuple[RateLimitItem, ...]) -> RateLimitItem | None:
+        """Count one request of `client`; return the limit it goes over, or None when it may go on."""
+        strategy = self._strategy()
+        try:
+            return _first_exceeded(strategy, client, limits)
+        except Exception as exc:  # a storage client raises what it likes when its server is gone
+            if strategy is self._in_memory:
+                raise
+            self._storage_failed(exc)
+            return _first_exceeded(self._in_memory, client, limits)
+
+    def seconds_until_reset(self, client: str, limit: RateLimitItem) -> int:
+        """Return the whole seconds until `client`'s window of `limit` ends (at least 1)."""
+        strategy = self._strategy()
+        try:
+            reset = strategy.get_window_stats(limit, KEY_PREFIX, client).reset_time
+        except Exception:
+            return 1
+        return max(1, int(reset - time.time()) + 1)
+
+    def _strategy(self) -> FixedWindowRateLimiter:
+        if self._next_probe is None:
+            return self._counted
+        with self._lock:
+            probe = self._next_probe is not None and time.monotonic() >= self._next_probe
+            if probe:
+                self._next_probe = time.monotonic() + PROBE_SECONDS
+        if probe and self._storage_answers():
+            with self._lock:
+                self._next_probe = None
+            log.warning("rate-limit storage answers again: counting there")
+            return self._counted
+        return self._in_memory if self._next_probe is not None else self._counted
+
+    def _storage_answers(self) -> bool:
+        try:
+            return bool(self.storage.check())
+        except Exception:
+            return False
+
+    def _storage_failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._next_probe is None
+            self._next_probe = time.monotonic() + PROBE_SECONDS
+        if first:
+            log.warning(
+                "rate-limit storage unreachable (%s): counting in this worker's memory until it answers",
+                type(exc).__name__,
+            )
+
+
+def _first_exceeded(
+    strategy: FixedWindowRateLimiter, client: str, limits: tuple[RateLimitItem, ...]
+) -> RateLimitItem | None:
+    for limit in limits:
+        if not strategy.hit(limit, KEY_PREFIX, client):
+            return limit
+    return None
+
+
+@lru_cache(maxsize=256)
+def parsed(limit: str) -> tuple[RateLimitItem, ...]:
+    """Return the limits a string such as "10/minute;500/day" stands for (parsed once per string)."""
+    return tuple(parse_many(limit))
 
 
 def client_key() -> str:
@@ -34,14 +139,6 @@ def client_key() -> str:
     if "limit_key" not in g:
         g.limit_key = _identify()
     return g.limit_key
-
-
-def client_limit() -> str:
-    """Return the limit of the client this request is counted under."""
-    key = client_key()
-    return runtime().access.limit_for_client(
-        key.removeprefix("client:") if key.startswith("client:") else None
-    )
 
 
 def _identify() -> str:
@@ -57,7 +154,7 @@ def _identify() -> str:
 
 
 def _rest_secret() -> str | None:
-    # Never raise here: flask-limiter takes any error in its check for a dead storage.
+    # A malformed credential is the view's to refuse, in the dialect: count the call by address.
     try:
         found = optional_credential()
     except BridgeError:
@@ -74,37 +171,39 @@ def _soap_apikey() -> str | None:
 
 def _exempt() -> bool:
     # Webhook sources are the upstreams, authenticated by their URL's key: a busy one must not get 429.
-    if request.path in EXEMPT_PATHS or request.path.startswith("/webhooks/"):
+    path = request.path
+    if path in EXEMPT_PATHS or path.startswith("/webhooks/"):
         return True
-    return request.method == "GET" and request.path in (soap.WSDL_PATH, soap.ENDPOINT_PATH)
+    return request.method == "GET" and path in (soap.WSDL_PATH, soap.ENDPOINT_PATH)
 
 
-def init_app(app: Flask, settings: Settings, *, per_client: bool) -> Limiter:
-    """Limit every request but health checks, metrics and the WSDL.
+def init_app(app: Flask, settings: Settings, *, per_client: bool) -> ClientLimits:
+    """Limit every request but health checks, metrics, webhook sources and the WSDL.
 
     `per_client`: clients may have limits of their own (managed mode); otherwise every client has
-    the default, given to flask-limiter as a string so that it is parsed once, not on each request.
+    the default.
     """
-    limit = client_limit if per_client else settings.rate_limit
-    options = {}
-    if settings.ratelimit_storage.startswith("redis"):
-        options = {
-            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-            "socket_timeout": REDIS_TIMEOUT_SECONDS,
-            "retry_on_timeout": False,
-        }
-    limiter = Limiter(
-        key_func=client_key,
-        app=app,
-        # Application-wide: one count per client across REST, SOAP and every endpoint.
-        application_limits=[limit],
-        in_memory_fallback=[ApplicationLimit(limit_provider=limit, key_function=client_key)],
-        in_memory_fallback_enabled=True,
-        storage_uri=settings.ratelimit_storage,
-        storage_options=options,
-        strategy="fixed-window",
-        key_prefix="smsbridge",
-    )
-    limiter.request_filter(_exempt)
-    app.extensions["smsbridge.limiter"] = limiter
-    return limiter
+    counts = ClientLimits(settings.ratelimit_storage)
+    default = parsed(settings.rate_limit)
+
+    def check() -> None:
+        if _exempt():
+            return
+        client = client_key()
+        if per_client:
+            name = client.removeprefix("client:") if client.startswith("client:") else None
+            limits = parsed(runtime().access.limit_for_client(name))
+        else:
+            limits = default
+        exceeded = counts.hit(client, limits)
+        if exceeded is not None:
+            RATE_LIMITED.inc()
+            wait = counts.seconds_until_reset(client, exceeded)
+            raise RateLimited(
+                f"too many requests: this client may make {exceeded}; try again in {wait} s",
+                retry_after=wait,
+            )
+
+    app.before_request(check)
+    app.extensions["smsbridge.limiter"] = counts
+    return counts

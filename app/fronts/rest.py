@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import idempotency
@@ -21,12 +19,10 @@ from app.errors import (
     CallerError,
     InvalidParameter,
     MissingParameter,
-    RateLimited,
     UriTooLong,
 )
 from app.fronts import soap
 from app.fronts.dialect import check_key, error_result, require, send_result, split_recipients
-from app.metrics import RATE_LIMITED
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
@@ -313,16 +309,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        if isinstance(error, RateLimitExceeded):
-            RATE_LIMITED.inc()
-            current = current_app.extensions["smsbridge.limiter"].current_limit
-            wait = max(1, int(current.reset_at - time.time()) + 1) if current else 1
-            return error_response(
-                RateLimited(
-                    f"too many requests: this client may make {error.limit.limit}; try again in {wait} s",
-                    retry_after=wait,
-                )
-            )
         if isinstance(error, RequestEntityTooLarge):
             limit = app.config["MAX_CONTENT_LENGTH"]
             return error_response(BodyTooLarge(f"the request body is over {limit} bytes"))
