@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -100,5 +101,14 @@ def error_result(error: BridgeError) -> dict:
 
 
 def _now() -> tuple[str, str]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.astimezone().isoformat()
+    """Return this second in UTC and in the host's time zone, as the vendor's answers show them."""
+    second = int(time.time())
+    if _last_now[0] != second:
+        # Once a second, not per answer: finding the local zone costs a system call or two.
+        now = datetime.fromtimestamp(second, UTC)
+        _last_now[:] = [second, (now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.astimezone().isoformat())]
+    return _last_now[1]
+
+
+#: the second `_now` last formatted, and its two forms
+_last_now: list = [None, ("", "")]
