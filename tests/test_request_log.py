@@ -89,6 +89,35 @@ def test_one_line_per_request_with_what_an_on_call_engineer_needs(
         assert secret not in output
 
 
+def test_gunicorns_access_log_is_off_and_when_turned_on_shows_no_query_string(
+    fake_mobsms: FakeMobsms, tmp_path: Path
+) -> None:
+    """The request log is the one line per request; gunicorn's own, when wanted, keeps queries out."""
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    quiet = run_bridge(fake_mobsms, tmp_path / "off")
+    try:
+        assert requests.get(quiet.url + "/getsms/", params={"apikey": KEY}, timeout=10).status_code == 200
+    finally:
+        output = quiet.stop()
+    assert [line["path"] for line in log_lines(output)] == ["/getsms/"]
+    assert '"GET /getsms/' not in output
+
+    verbose = run_bridge(fake_mobsms, tmp_path / "on", GUNICORN_CMD_ARGS="--access-logfile=-")
+    try:
+        sent = requests.get(
+            verbose.url + "/sendsms/",
+            params={"apikey": KEY, "recipients": "+32470000001", "message": SECRET_TEXT},
+            timeout=10,
+        )
+        assert sent.status_code == 200
+    finally:
+        output = verbose.stop()
+    assert '"GET /sendsms/ HTTP/1.1" 200' in output
+    for secret in (KEY, SECRET_TEXT, "apikey", "32470000001"):
+        assert secret not in output
+
+
 def test_trusted_proxies_decide_the_client_ip(fake_mobsms: FakeMobsms, tmp_path: Path) -> None:
     bridge = run_bridge(fake_mobsms, tmp_path, SMSBRIDGE_TRUSTED_PROXIES="1")
     try:
