@@ -38,6 +38,7 @@ import pytest
 import redis
 import requests
 
+from app import rate_limits
 from tests.test_gunicorn import ROOT, Gunicorn, free_port
 from tests.test_soap import envelope, fault_of
 
@@ -544,3 +545,35 @@ def test_a_frozen_redis_costs_a_short_timeout_not_seconds(
 
     _wait_until_every_worker_counts_in_redis(redis_bridge, fresh_redis, workers)
     _assert_one_count_across_workers(redis_bridge, fresh_redis, "thawed")
+
+
+def test_memory_windows_are_exact_and_start_again_when_they_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """memory:// counting: at most the limit per window, per client; a new window after it ends.
+
+    The clock is moved by hand, so the test says exactly where a window ends and needs no sleeping.
+    """
+    now = [1_000_000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
+    counts = rate_limits.ClientLimits("memory://")
+    two = rate_limits.parsed("2/minute")
+
+    assert [counts.hit("key:a", two) for _ in range(3)] == [None, None, two[0]]
+    assert counts.hit("key:b", two) is None  # another client, another count
+    now[0] += 30
+    assert counts.hit("key:a", two) == two[0]
+    assert counts.seconds_until_reset("key:a", two[0]) == 31  # 30 s left, rounded up past the second
+    now[0] += 30  # the window that began with the first request ends
+    assert [counts.hit("key:a", two) for _ in range(3)] == [None, None, two[0]]
+    assert counts.storage_answers()
+
+
+def test_memory_windows_forget_clients_whose_window_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
+    windows = rate_limits._MemoryWindows()
+    [limit] = rate_limits.parsed("5/second")
+    for n in range(1000):
+        assert windows.hit(limit, f"key:{n}")
+    now[0] += rate_limits.SWEEP_SECONDS
+    assert windows.hit(limit, "key:new")
+    assert len(windows._windows) == 1  # the 1000 ended windows were dropped; memory does not grow
