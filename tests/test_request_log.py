@@ -6,9 +6,11 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import requests
 import zeep
 
+from app import request_log
 from app.request_log import RedactSecrets, mask_number
 from tests.conftest import UNICODE_TEXT
 from tests.fakes.mobsms import FakeMobsms
@@ -146,3 +148,20 @@ def test_secrets_are_scrubbed_from_any_log_record() -> None:
     )
     RedactSecrets().filter(record)
     assert record.getMessage() == "GET /getsms/?apikey=***&x=1 Bearer=***"
+
+
+def test_request_ids_are_unique_32_hex_digits_and_differ_between_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [request_log.new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # A forked worker (another pid) starts its own random half, so two workers never make the same id.
+    monkeypatch.setattr(request_log.os, "getpid", lambda: -1)
+    other = request_log.new_request_id()
+    assert other[:16] != ids[0][:16] and other not in ids
+
+
+def test_log_times_are_utc_with_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(request_log.time, "time", lambda: 1795435200.0456)
+    assert request_log._timestamp() == "2026-11-23T12:00:00.045Z"
