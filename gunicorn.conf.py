@@ -18,8 +18,9 @@ except ConfigError as error:
     raise SystemExit(f"smsbridge: {error}") from None
 
 bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
-# One process by default, so that rate limits counted in memory are exact; SMSBRIDGE_WORKERS > 1
-# needs SMSBRIDGE_RATELIMIT_STORAGE=redis://... (Settings refuses the other combination).
+# One worker per core by default (SMSBRIDGE_WORKERS): a worker is held to one core by the GIL. Their
+# rate-limit counts are one exact count in SQLite (sqlite://, the default) or Redis; Settings refuses
+# several workers with memory://.
 workers = _settings.workers
 # The bridge mostly waits on slow upstreams (100 ms to 2 s): gevent keeps up to worker_connections
 # requests in flight per worker, each a greenlet, for far less CPU per request than threads (measured:
@@ -59,3 +60,16 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Make a SIGTERM that comes while the worker is still starting stop it.
+
+    The gevent worker monkey-patches the standard library (a few hundred ms) before it installs its own
+    signal handlers; until then a SIGTERM goes to the handler inherited from the master, which does
+    nothing in a worker, and the worker would serve on until the graceful timeout ran out and the
+    master killed it. The worker's own handler, installed here first, lets it finish starting and stop.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, worker.handle_exit)  # type: ignore[attr-defined]

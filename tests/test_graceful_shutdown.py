@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +16,7 @@ import requests
 
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.server import Received, Reply
-from tests.test_gunicorn import Gunicorn
+from tests.test_gunicorn import ROOT, Gunicorn, free_port
 
 UPSTREAM_SECONDS = 2.0
 
@@ -77,3 +80,42 @@ def test_sends_in_flight_finish_after_sigterm(slow_mobsms: SlowMobsms, tmp_path:
     assert exit_code == 0
     assert time.monotonic() - stopped_at < 10
     assert "Handling signal: term" in output
+
+
+def test_sigterm_while_workers_boot_stops_gunicorn_at_once(tmp_path: Path) -> None:
+    """A worker that gets SIGTERM while it is still starting exits; it does not run until killed.
+
+    gunicorn's gevent worker monkey-patches the standard library before it installs its own signal
+    handlers, and a SIGTERM in that window went to the handler inherited from the master, which did
+    nothing in a worker: the worker then served on until the graceful timeout (30 s) ran out and the
+    master killed it. gunicorn.conf.py's post_fork hook closes the window. SIGTERM is sent as soon as
+    the master says it booted the workers, which is inside that window.
+    """
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
+                "SMSBRIDGE_BIND": f"127.0.0.1:{free_port()}",
+                "SMSBRIDGE_DATA_DIR": str(tmp_path),
+                "SMSBRIDGE_WORKERS": "2",
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while log.read_text().count("Booting worker") < 2:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.005)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=25) == 0, log.read_text()
+            assert time.monotonic() - signalled < 10, log.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "graceful timeout" not in log.read_text()
