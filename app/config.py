@@ -39,11 +39,12 @@ class Settings:
     mobsms_max_pages: int = 20
     clients_file: str | None = None
     rate_limit: str = "120/minute"
-    ratelimit_storage: str = "memory://"
+    ratelimit_storage: str = "sqlite://"
     token_secret: str | None = field(default=None, repr=False)
     token_ttl: int = 3600
     trusted_proxies: int = 0
-    workers: int = 1
+    #: one gevent worker per core: each is held to one core by the GIL
+    workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     idempotency_ttl: int = 86400
     failover_backend: str | None = None
     failover_key: str | None = field(default=None, repr=False)
@@ -93,15 +94,18 @@ class Settings:
         check_limit(self.rate_limit, env_name("rate_limit"))
         if self.clients_file and not Path(self.clients_file).is_file():
             raise ConfigError(f"{env_name('clients_file')}={self.clients_file!r}: no such file")
-        if not self.ratelimit_storage.startswith(("memory://", "redis://", "rediss://", "redis+sentinel://")):
+        if not self.ratelimit_storage.startswith(
+            ("sqlite://", "memory://", "redis://", "rediss://", "redis+sentinel://")
+        ):
             raise ConfigError(
-                f"{env_name('ratelimit_storage')}={self.ratelimit_storage!r}: expected memory:// or redis://HOST:PORT"
+                f"{env_name('ratelimit_storage')}={self.ratelimit_storage!r}: "
+                "expected sqlite://, memory:// or redis://HOST:PORT"
             )
         if self.workers > 1 and self.ratelimit_storage.startswith("memory://"):
             raise ConfigError(
                 f"{env_name('workers')}={self.workers} with {env_name('ratelimit_storage')}=memory:// "
                 "would count each client's requests in each worker separately, multiplying its limit: "
-                "use redis:// storage for several workers"
+                "use sqlite:// (the workers of one host) or redis:// (several hosts)"
             )
         if self.token_secret is not None and len(self.token_secret) < 32:
             raise ConfigError(f"{env_name('token_secret')} must be at least 32 characters")

@@ -3,12 +3,15 @@
 A client is a managed client's name, else a fingerprint of the key it sends (for SOAP, read from the
 envelope), else its IP address. Each has the default limit (SMSBRIDGE_RATE_LIMIT) or its own from the
 clients file, one count across every endpoint, in fixed windows. Counts live in
-SMSBRIDGE_RATELIMIT_STORAGE: memory:// is exact for the default runtime (one worker process); several
-workers or hosts share redis://. When Redis cannot be reached, limits go on in each worker's memory (so
-a client gets at most its limit per worker), and Redis is tried again once a second until it answers:
-a dead Redis costs one short timeout, not seconds on every request, and never switches limits off.
+SMSBRIDGE_RATELIMIT_STORAGE:
 
-The counting is the `limits` library's, the engine of flask-limiter, with the same storages and URIs.
+- sqlite:// (the default): a file in SMSBRIDGE_DATA_DIR, one exact count for every worker of the host;
+- memory://: the worker's own memory, exact only with one worker (Settings refuses more);
+- redis://: one count for several hosts. When Redis cannot be reached, limits go on in each worker's
+  memory (a client gets at most its limit per worker), and Redis is tried again once a second: a dead
+  Redis costs one short timeout, not seconds on every request, and never switches limits off.
+
+Redis counting is the `limits` library's, the engine of flask-limiter, with the same URIs.
 flask-limiter's own per-request check was about 80 us of CPU here, most of it resolving scopes,
 exemptions and decorators this bridge does not have: a sixth of the CPU a whole send may take. What
 the bridge needs of it, one limit per client and a fallback to memory, is this module.
@@ -21,6 +24,7 @@ import re
 import threading
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 from flask import Flask, g, request
@@ -35,6 +39,7 @@ from app.fronts import soap
 from app.fronts.rest import optional_credential
 from app.metrics import RATE_LIMITED
 from app.runtime import runtime
+from app.sqlite_db import ThreadConnections
 from app.tokens import is_token
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,14 @@ _SOAP_APIKEY = re.compile(rb"<(?:[\w.-]+:)?apikey(?:\s[^>]*)?>([^<]{1,512})</", 
 class ClientLimits:
     """Count requests per client in the configured storage, or in memory while it cannot be reached."""
 
-    def __init__(self, storage_uri: str) -> None:
+    def __init__(self, storage_uri: str, data_dir: Path) -> None:
         self._in_memory: _Counter = _MemoryWindows()
         self.storage: Storage | None = None
+        self._counted: _Counter
         if storage_uri.startswith("memory://"):
             self._counted = self._in_memory
+        elif storage_uri.startswith("sqlite://"):
+            self._counted = _SqliteWindows(data_dir / "ratelimits.sqlite3")
         else:
             options = {}
             if storage_uri.startswith("redis"):
@@ -95,6 +103,8 @@ class ClientLimits:
     def storage_answers(self) -> bool:
         """Tell whether the storage answers (memory always does)."""
         try:
+            if isinstance(self._counted, _SqliteWindows):
+                return self._counted.answers()
             return self.storage is None or bool(self.storage.check())
         except Exception:
             return False
@@ -141,6 +151,55 @@ class _StorageWindows:
 
     def reset_time(self, limit: RateLimitItem, client: str) -> float:
         return self._strategy.get_window_stats(limit, KEY_PREFIX, client).reset_time
+
+
+class _SqliteWindows:
+    """Fixed windows counted in a SQLite file: exact for every worker of one host, with no server.
+
+    One statement per request (an upsert that starts a new window when the last one ended, and returns
+    the count), about 30 us; the workers take turns at the file's write lock, held for microseconds.
+    """
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS windows (
+        key TEXT PRIMARY KEY,
+        ends REAL NOT NULL,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """
+    HIT = """
+    INSERT INTO windows (key, ends, count) VALUES (:key, :now + :expiry, 1)
+    ON CONFLICT (key) DO UPDATE SET
+        count = CASE WHEN ends <= :now THEN 1 ELSE count + 1 END,
+        ends = CASE WHEN ends <= :now THEN :now + :expiry ELSE ends END
+    RETURNING count
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._connections = ThreadConnections(path, self.SCHEMA, autocommit=True)
+        self._next_sweep = 0.0
+
+    def hit(self, limit: RateLimitItem, client: str) -> bool:
+        now = time.time()
+        db = self._connections.get()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            db.execute("DELETE FROM windows WHERE ends <= ?", (now,))
+        key = limit.key_for(KEY_PREFIX, client)
+        (count,) = db.execute(self.HIT, {"key": key, "now": now, "expiry": limit.get_expiry()}).fetchone()
+        return count <= limit.amount
+
+    def reset_time(self, limit: RateLimitItem, client: str) -> float:
+        row = (
+            self._connections.get()
+            .execute("SELECT ends FROM windows WHERE key = ?", (limit.key_for(KEY_PREFIX, client),))
+            .fetchone()
+        )
+        return row[0] if row else time.time()
+
+    def answers(self) -> bool:
+        self._connections.get().execute("SELECT 1 FROM windows LIMIT 1").fetchall()
+        return True
 
 
 class _MemoryWindows:
@@ -241,7 +300,7 @@ def init_app(app: Flask, settings: Settings, *, per_client: bool) -> ClientLimit
     `per_client`: clients may have limits of their own (managed mode); otherwise every client has
     the default.
     """
-    counts = ClientLimits(settings.ratelimit_storage)
+    counts = ClientLimits(settings.ratelimit_storage, settings.data_dir)
     default = parsed(settings.rate_limit)
 
     def check() -> None:

@@ -5,8 +5,8 @@ What `app/rate_limits.py` promises, checked from outside as a client sees it:
 - one count per client across REST and SOAP; past the limit REST answers 429 with `Retry-After` and the
   dialect's error body, SOAP a `Client.RateLimited` fault; health checks and the WSDL are never limited;
 - a managed client has the limit the clients file gives it, else the file's `[defaults]`;
-- memory:// is exact for the default runtime (one worker); several workers share one count in redis://,
-  and gunicorn refuses to start several workers on memory://;
+- sqlite:// (the default) is one exact count for every worker of a host, redis:// for several hosts,
+  memory:// for one worker only: gunicorn refuses to start several workers on memory://;
 - when Redis cannot be reached, answers stay fast (100 ms Redis timeouts) and limits go on in each
   worker's memory, at most the limit per worker, never switched off; when Redis answers again the
   workers count there again.
@@ -22,11 +22,13 @@ a free port of 127.0.0.1, keeps nothing on disk, and is stopped at the end of th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -245,19 +247,19 @@ def start_bridge(tmp_path: Path, env: dict[str, str], name: str = "gunicorn") ->
     )
 
 
-# --- the default runtime: one worker, memory:// -----------------------------------------------------------
+# --- the default runtime: a worker per core, sqlite:// ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def memory_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
-    """The default runtime (one worker, memory://) with a limit of 3 a minute."""
+def default_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """The default runtime (a worker per core, counting in sqlite://) with a limit of 3 a minute."""
     bridge = start_bridge(tmp_path_factory.mktemp("memory"), {"SMSBRIDGE_RATE_LIMIT": "3/minute"})
     yield bridge
     bridge.stop()
 
 
 def test_a_key_gets_its_limit_over_rest_and_soap_and_other_keys_do_not_pay_for_it(
-    memory_bridge: Gunicorn,
+    default_bridge: Gunicorn,
 ) -> None:
     """3 sends pass; the 4th REST send is a dialect 429; the key's SOAP send is then a RateLimited fault.
 
@@ -266,45 +268,45 @@ def test_a_key_gets_its_limit_over_rest_and_soap_and_other_keys_do_not_pay_for_i
     """
     key = new_key()
     for _ in range(3):
-        response = send(memory_bridge, key)
+        response = send(default_bridge, key)
         assert response.status_code == 200, response.text
         assert response.json()["result"]["sent"] == "1"
 
-    assert_rate_limited(send(memory_bridge, key), "3 per 1 minute")
+    assert_rate_limited(send(default_bridge, key), "3 per 1 minute")
 
-    soap = soap_send(memory_bridge, key)
+    soap = soap_send(default_bridge, key)
     assert soap.headers["Content-Type"].startswith("text/xml")
     code, string = fault_of(soap)
     assert code == "soap11env:Client.RateLimited"
     assert "3 per 1 minute" in string
 
-    other = send(memory_bridge, new_key())
+    other = send(default_bridge, new_key())
     assert other.status_code == 200, other.text
     assert other.json()["result"]["sent"] == "1"
 
 
-def test_soap_sends_count_against_the_same_limit_as_rest(memory_bridge: Gunicorn) -> None:
+def test_soap_sends_count_against_the_same_limit_as_rest(default_bridge: Gunicorn) -> None:
     """SOAP first: 3 SOAP sends pass, then the same key's REST send is refused with 429."""
     key = new_key()
     for _ in range(3):
-        response = soap_send(memory_bridge, key)
+        response = soap_send(default_bridge, key)
         assert response.status_code == 200, response.text
         assert b"Fault" not in response.content
-    assert_rate_limited(send(memory_bridge, key), "3 per 1 minute")
+    assert_rate_limited(send(default_bridge, key), "3 per 1 minute")
 
 
-def test_health_checks_and_the_wsdl_are_never_limited(memory_bridge: Gunicorn) -> None:
+def test_health_checks_and_the_wsdl_are_never_limited(default_bridge: Gunicorn) -> None:
     """Far more than 3 health checks and WSDL fetches all pass, and they cost the caller's address nothing.
 
     A request without a key is counted by address: after them, one still gets its own answer (400
     missing_parameter), not a 429.
     """
     for _ in range(6):
-        assert get(memory_bridge, "/healthz").status_code == 200
-        wsdl = get(memory_bridge, "/sendsms/wsdl/sendsms.wsdl")
+        assert get(default_bridge, "/healthz").status_code == 200
+        wsdl = get(default_bridge, "/sendsms/wsdl/sendsms.wsdl")
         assert wsdl.status_code == 200
         assert b"definitions" in wsdl.content
-    keyless = get(memory_bridge, "/sendsms/?recipients=%2B32470000001&message=Hi")
+    keyless = get(default_bridge, "/sendsms/?recipients=%2B32470000001&message=Hi")
     assert keyless.status_code == 400, keyless.text
     assert keyless.json()["result"]["error_code"] == "missing_parameter"
 
@@ -357,9 +359,7 @@ def test_managed_clients_get_the_limit_of_the_clients_file(tmp_path: Path) -> No
 def test_two_workers_share_one_exact_count_in_redis(fresh_redis: RedisServer, tmp_path: Path) -> None:
     """With 2 workers on redis://, a key with 5/minute gets exactly 5 of 12 sends, whichever worker answers.
 
-    The access log shows the pid of the worker that answered each send: the test only counts a round
-    in which both workers answered some of the 12 (the kernel chooses; a round where one worker took
-    them all is sent again with a new key). Redis holds the count: 12.
+    Redis holds the count: 12.
     """
     bridge = start_bridge(
         tmp_path,
@@ -370,22 +370,47 @@ def test_two_workers_share_one_exact_count_in_redis(fresh_redis: RedisServer, tm
         },
     )
     try:
-        workers = ready_workers(bridge)
-        for attempt in range(5):
-            key = new_key()
-            statuses = statuses_of(bridge, key, 12, f"shared{attempt}")
-            assert statuses == [200] * 5 + [429] * 7
-            assert fresh_redis.count_of(key) == 12
-            served = served_by(bridge, [f"shared{attempt}-{n}" for n in range(12)])
-            assert [status for _, status in served.values()] == statuses
-            assert {pid for pid, _ in served.values()} <= workers
-            if len({pid for pid, _ in served.values()}) == 2:
-                break
-        else:
-            pytest.fail("in 5 rounds of 12 sends, one worker answered every send of each round")
+        key = assert_two_workers_share_one_count(bridge)
+        assert fresh_redis.count_of(key) == 12
         assert_rate_limited(send(bridge, key), "5 per 1 minute")
     finally:
         bridge.stop()
+
+
+def test_two_workers_share_one_exact_count_in_sqlite_by_default(tmp_path: Path) -> None:
+    """The default storage, sqlite://, is one exact count for the workers of a host, with no server."""
+    bridge = start_bridge(tmp_path, {"SMSBRIDGE_WORKERS": "2", "SMSBRIDGE_RATE_LIMIT": "5/minute"})
+    try:
+        key = assert_two_workers_share_one_count(bridge)
+        assert_rate_limited(send(bridge, key), "5 per 1 minute")
+    finally:
+        bridge.stop()
+    database = tmp_path / "gunicorn-data" / "ratelimits.sqlite3"
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        [(count,)] = db.execute("SELECT count FROM windows WHERE key LIKE ?", (f"%{fingerprint(key)}%",))
+    assert count == 13  # 12, and the one assert_rate_limited sent
+
+
+def assert_two_workers_share_one_count(bridge: Gunicorn) -> str:
+    """Send 12 times with a new key (5/minute) until both workers answered some; return that key.
+
+    Exactly 5 pass whichever worker answers. The access log shows the pid of the worker that answered
+    each send: only a round in which both workers answered counts (the kernel chooses; a round where one
+    worker took them all is sent again with a new key).
+    """
+    workers = ready_workers(bridge)
+    for attempt in range(5):
+        key = new_key()
+        statuses = statuses_of(bridge, key, 12, f"shared{attempt}")
+        assert statuses == [200] * 5 + [429] * 7
+        served = served_by(bridge, [f"shared{attempt}-{n}" for n in range(12)])
+        assert [status for _, status in served.values()] == statuses
+        assert {pid for pid, _ in served.values()} <= workers
+        if len({pid for pid, _ in served.values()}) == 2:
+            break
+    else:
+        pytest.fail("in 5 rounds of 12 sends, one worker answered every send of each round")
+    return key
 
 
 def test_two_workers_are_refused_with_memory_storage(tmp_path: Path) -> None:
@@ -547,14 +572,17 @@ def test_a_frozen_redis_costs_a_short_timeout_not_seconds(
     _assert_one_count_across_workers(redis_bridge, fresh_redis, "thawed")
 
 
-def test_memory_windows_are_exact_and_start_again_when_they_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    """memory:// counting: at most the limit per window, per client; a new window after it ends.
+@pytest.mark.parametrize("storage", ["sqlite://", "memory://"])
+def test_local_windows_are_exact_and_start_again_when_they_end(
+    storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite:// and memory:// counting: at most the limit per window, per client; a new window after it.
 
     The clock is moved by hand, so the test says exactly where a window ends and needs no sleeping.
     """
     now = [1_000_000.0]
     monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
-    counts = rate_limits.ClientLimits("memory://")
+    counts = rate_limits.ClientLimits(storage, tmp_path)
     two = rate_limits.parsed("2/minute")
 
     assert [counts.hit("key:a", two) for _ in range(3)] == [None, None, two[0]]
