@@ -176,7 +176,8 @@ class _SqliteWindows:
     """
 
     def __init__(self, path: Path) -> None:
-        self._connections = ThreadConnections(path, self.SCHEMA, autocommit=True)
+        # Counts need no fsync: after a crash of the machine, windows start again.
+        self._connections = ThreadConnections(path, self.SCHEMA, autocommit=True, durable=False)
         self._next_sweep = 0.0
 
     def hit(self, limit: RateLimitItem, client: str) -> bool:

@@ -24,10 +24,13 @@ def _os_thread_local() -> type:
 class ThreadConnections:
     """Open `path` once per thread (sqlite3 connections must not cross threads), schema applied once."""
 
-    def __init__(self, path: Path, schema: str, *, autocommit: bool = False) -> None:
+    def __init__(self, path: Path, schema: str, *, autocommit: bool = False, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._autocommit = autocommit
+        # NORMAL: a commit survives a crash of the process, not always of the machine. OFF (`durable`
+        # false): never an fsync, for what may be lost with the machine, such as rate-limit counts.
+        self._synchronous = "NORMAL" if durable else "OFF"
         self._local = _os_thread_local()()
         with self.get() as db:
             db.executescript(schema)
@@ -39,7 +42,7 @@ class ThreadConnections:
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None if self._autocommit else "")
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             self._local.db = db
         return db
 
