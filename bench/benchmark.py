@@ -1,18 +1,30 @@
-"""Benchmark SMS sends through the bridge against the same load sent straight to a fast fake upstream.
+"""Benchmark SMS sends through the bridge against a bare Flask route and against the fake upstream direct.
 
 Run it with `bench/run` (which sets up the virtualenv and wrk first). It starts, all on 127.0.0.1:
 
 - the fake mobsms (`bench/fake_upstream.py`), one per upstream latency the chosen scenarios need;
 - the bridge under gunicorn with the repo's `gunicorn.conf.py`, one per fake, backend `mobsms`;
+- `bench/bare_app.py`, one JSON route answering what the bridge answers, under the same gunicorn
+  command and environment: what gunicorn and Flask alone cost, so that the ratio shows the bridge's own.
 
 then, for each scenario: one request checked by hand, a wrk warm-up, the measured wrk run, the checks
 (no wrk error, the fake received one send per answered request, one more request still succeeds), and
 at the end one table. Every process it started is stopped on the way out, whatever the way out is.
 
-Columns: requests/s and latency percentiles from wrk; "vs direct" divides by the direct row's req/s;
-"conns/worker" and "cores/worker" show how wrk's kept-alive connections (counted halfway) and the CPU
-were spread over the bridge's workers; "other cpu" is how busy processes outside the benchmark kept the
-machine, in share of one core. The JSON record of each run goes to bench/results/ (not committed).
+Columns: requests/s and latency percentiles from wrk; "ratio" divides by the req/s of the row named in
+"vs" (bare for the fast sends, direct-slow for the 100 ms one); "conns/worker" and "cores/worker" show
+how wrk's kept-alive connections (counted halfway) and the CPU were spread over gunicorn's workers, and
+"cpu us/req" the workers' CPU time per answered request; "other cpu" is how busy processes outside the
+benchmark kept the machine, in share of one core; "targets" says whether the row met the issue's
+targets (`Scenario.min_ratio`, `max_p99_over_baseline_ms`, `max_cpu_us`), or what missed.
+
+The `memory` measure (chosen with -s like a row, run after the rows) reads the fast bridge's resident
+memory (VmRSS, summed over its workers; the master's apart) after a warm-up, then after
+--memory-requests more requests sent by wrk runs alternating REST and SOAP, checked like a row; it is
+printed as its own table, with its target (growth under 10%).
+
+Targets are reported and summed up in one line; they never change the exit status, which only the checks
+set (1 when one failed). The JSON record of each run goes to bench/results/ (not committed).
 
 A scenario is one row: add one to `SCENARIOS` (and a service to `Stack` if it needs a new server) to
 add a row; columns come from `COLUMNS`.
@@ -36,11 +48,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +60,19 @@ BENCH = ROOT / "bench"
 VENV_BIN = ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
 
+#: what gunicorn serves: the bridge, and the bare Flask route it is compared with
+BRIDGE_APP = "wsgi:app"
+BARE_APP = "bench.bare_app:app"
+
+#: an upstream port for an environment whose upstream is never called (port 1 is reserved: tcpmux)
+UNUSED_PORT = 1
+
 API_KEY = "bench-key-1"
 RECIPIENT = "+32470000001"
 MESSAGE = "Your verification code is 482913. It expires in 10 minutes."
 SOAP_NS = "urn:smsbridge:sendsms"
+
+T = TypeVar("T")
 
 #: cores used by processes outside the benchmark above which a row is flagged as disturbed
 OTHER_CPU_WARNING = 0.10
@@ -64,6 +85,7 @@ SHOWN_GUNICORN_SETTINGS = (
     "workers",
     "worker_class",
     "threads",
+    "worker_connections",
     "keepalive",
     "timeout",
     "backlog",
@@ -139,10 +161,17 @@ class Scenario:
     upstream_latency_ms: float = 0.0
     #: overrides --connections for this row
     connections: int | None = None
-    #: whether every answered request must have reached the fake exactly once
+    #: whether every answered request must have reached the fake exactly once (False: no fake is involved)
     one_send_per_request: bool = True
-    #: the row the req/s ratio is taken against
-    baseline: str = "direct"
+    #: the row the req/s ratio is taken against, or None for a row that is itself a baseline
+    baseline: str | None = None
+    # The issue's targets for this row, if any: checked after the run, reported, never failing it.
+    #: the least req/s ratio against `baseline`
+    min_ratio: float | None = None
+    #: the most this row's p99 may exceed `baseline`'s p99, in milliseconds
+    max_p99_over_baseline_ms: float | None = None
+    #: the most CPU time the serving workers may spend per answered request, in microseconds
+    max_cpu_us: float | None = None
 
 
 SOAP_ENVELOPE = (
@@ -163,6 +192,32 @@ REST_GET = Scenario(
     method="GET",
     path="/sendsms/?" + urlencode(SEND_FIELDS, quote_via=quote),
     check=bridge_rest_sent,
+    baseline="bare",
+    min_ratio=0.6,
+    max_cpu_us=500,
+)
+#: the same request answered by a bare Flask route under the same gunicorn: what gunicorn and Flask cost.
+#: It answers the JSON the bridge answers, so the same check applies.
+BARE = replace(
+    REST_GET,
+    name="bare",
+    target="bare",
+    one_send_per_request=False,
+    baseline=None,
+    min_ratio=None,
+    max_cpu_us=None,
+)
+SOAP = Scenario(
+    name="soap",
+    target="bridge",
+    method="POST",
+    path="/sendsms/soap/",
+    body=SOAP_ENVELOPE,
+    headers=(("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '"sendSms"')),
+    check=bridge_soap_sent,
+    baseline="bare",
+    min_ratio=0.4,
+    max_cpu_us=800,
 )
 #: the same SMS sent straight to the fake upstream, as the bridge itself sends it
 DIRECT = Scenario(
@@ -180,30 +235,41 @@ DIRECT = Scenario(
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
+    BARE,
     REST_GET,
-    Scenario(
+    replace(
+        REST_GET,
         name="rest-post",
-        target="bridge",
         method="POST",
         path="/sendsms/",
         body=urlencode(SEND_FIELDS).encode(),
         headers=(("Content-Type", "application/x-www-form-urlencoded"),),
-        check=bridge_rest_sent,
     ),
-    Scenario(
-        name="soap",
-        target="bridge",
-        method="POST",
-        path="/sendsms/soap/",
-        body=SOAP_ENVELOPE,
-        headers=(("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '"sendSms"')),
-        check=bridge_soap_sent,
-    ),
+    SOAP,
+    # Context for the rows above: how fast the fake answers the bridge's own request without the bridge.
     DIRECT,
     # A real gateway answers in 100 ms to 2 s: throughput is then bounded by sends in flight.
-    replace(REST_GET, name="rest-slow", upstream_latency_ms=100.0, connections=200, baseline="direct-slow"),
-    replace(DIRECT, name="direct-slow", upstream_latency_ms=100.0, connections=200, baseline="direct-slow"),
+    replace(
+        REST_GET,
+        name="rest-slow",
+        upstream_latency_ms=100.0,
+        connections=200,
+        baseline="direct-slow",
+        min_ratio=0.8,
+        max_p99_over_baseline_ms=50,
+        max_cpu_us=None,
+    ),
+    replace(DIRECT, name="direct-slow", upstream_latency_ms=100.0, connections=200),
 )
+
+#: not a row of the table but its own measure (the bridge's resident memory), chosen with -s like a row
+MEMORY = "memory"
+
+#: the issue's target for the memory measure: resident memory grows by less than this share
+MEMORY_MAX_GROWTH = 0.10
+
+#: the longest wrk run of the memory measure, so that its REST and SOAP runs alternate
+MEMORY_CHUNK_S = 10
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -333,6 +399,7 @@ class Stack:
         self.worker_count = workers
         self.upstreams: dict[float, tuple[Service, int]] = {}
         self.bridges: dict[float, tuple[Service, int]] = {}
+        self.bare_app: tuple[Service, int] | None = None
 
     def serving(self, scenario: Scenario) -> tuple[Service, int]:
         """Return the service and port that answer `scenario`, starting them if needed."""
@@ -340,7 +407,16 @@ class Stack:
             return self.upstream(scenario.upstream_latency_ms)
         if scenario.target == "bridge":
             return self.bridge(scenario.upstream_latency_ms)
+        if scenario.target == "bare":
+            return self.bare()
         raise BenchError(f"scenario {scenario.name}: no service named {scenario.target!r}")
+
+    def services(self) -> list[Service]:
+        """Return every service started so far."""
+        started = [*self.bridges.values(), *self.upstreams.values()]
+        if self.bare_app is not None:
+            started.append(self.bare_app)
+        return [service for service, _ in started]
 
     def upstream(self, latency_ms: float) -> tuple[Service, int]:
         if latency_ms not in self.upstreams:
@@ -374,40 +450,54 @@ class Stack:
         if latency_ms not in self.bridges:
             _, upstream_port = self.upstream(latency_ms)
             tag = f"{latency_ms:g}ms"
-            port = free_port()
-            data_dir = self.workdir / f"bridge-data-{tag}"
-            data_dir.mkdir()
-            env = bridge_env(port, upstream_port, data_dir)
-            service = Service(
-                f"bridge ({tag} upstream)",
-                gunicorn_argv(self.gunicorn_args),
-                self.workdir / f"bridge-{tag}.log",
-                env=env,
+            self.bridges[latency_ms] = self.gunicorn(
+                f"bridge ({tag} upstream)", BRIDGE_APP, f"bridge-{tag}", upstream_port, "/healthz"
             )
-            # gunicorn waits up to graceful_timeout for requests in flight; an idle bridge stops at once.
-            self.exits.callback(service.stop, 35.0)
-            wait_until(
-                lambda: http_call(port, "GET", "/healthz").status == 200, service, 30, "answering /healthz"
-            )
-            wait_until(
-                lambda: len(children(service.pid)) >= self.worker_count,
-                service,
-                30,
-                f"running {self.worker_count} workers",
-            )
-            self.bridges[latency_ms] = (service, port)
         return self.bridges[latency_ms]
 
+    def bare(self) -> tuple[Service, int]:
+        if self.bare_app is None:
+            # The bare app never calls the upstream: the bridge's environment only makes gunicorn.conf.py
+            # load the same settings (workers, threads) as for the bridge.
+            self.bare_app = self.gunicorn("bare Flask app", BARE_APP, "bare", UNUSED_PORT, "/sendsms/")
+        return self.bare_app
+
+    def gunicorn(
+        self, name: str, app: str, tag: str, upstream_port: int, ready_path: str
+    ) -> tuple[Service, int]:
+        """Start `app` under gunicorn with the repo's config and the bridge's environment, once it serves."""
+        port = free_port()
+        data_dir = self.workdir / f"{tag}-data"
+        data_dir.mkdir()
+        service = Service(
+            name,
+            gunicorn_argv(self.gunicorn_args, app),
+            self.workdir / f"{tag}.log",
+            env=bridge_env(port, upstream_port, data_dir),
+        )
+        # gunicorn waits up to graceful_timeout for requests in flight; an idle one stops at once.
+        self.exits.callback(service.stop, 35.0)
+        wait_until(
+            lambda: http_call(port, "GET", ready_path).status == 200, service, 30, f"answering {ready_path}"
+        )
+        wait_until(
+            lambda: len(children(service.pid)) >= self.worker_count,
+            service,
+            30,
+            f"running {self.worker_count} workers",
+        )
+        return service, port
+
     def workers(self, scenario: Scenario) -> list[int]:
-        """Return the gunicorn worker pids behind `scenario`, or [] when it does not go to a bridge."""
-        if scenario.target != "bridge":
+        """Return the gunicorn worker pids behind `scenario`, or [] when gunicorn does not answer it."""
+        if scenario.target not in ("bridge", "bare"):
             return []
         service, _ = self.serving(scenario)
         return sorted(children(service.pid))
 
     def pids(self) -> list[int]:
         """Return the pids of every running service, workers included."""
-        leaders = [service.pid for service, _ in [*self.bridges.values(), *self.upstreams.values()]]
+        leaders = [service.pid for service in self.services()]
         return leaders + [child for pid in leaders for child in children(pid)]
 
     def upstream_sends(self, scenario: Scenario) -> int:
@@ -423,8 +513,8 @@ class Stack:
         raise BenchError("the fake upstream's count of sends did not settle")
 
 
-def gunicorn_argv(extra: list[str]) -> list[str]:
-    return [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *extra, "wsgi:app"]
+def gunicorn_argv(extra: list[str], app: str = BRIDGE_APP) -> list[str]:
+    return [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", *extra, app]
 
 
 def bridge_env(port: int, upstream_port: int, data_dir: Path) -> dict[str, str]:
@@ -632,6 +722,16 @@ def run_wrk(
 # Rows and the table
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One of the issue's targets, as a measure met it or not."""
+
+    #: what was measured against what was wanted, e.g. "ratio 0.310<0.6"
+    text: str
+    #: None when it could not be judged (its baseline row was not run, or the run failed)
+    met: bool | None
+
+
 @dataclass
 class Row:
     """One scenario's measurements and the problems its checks found."""
@@ -642,18 +742,59 @@ class Row:
     upstream_sends: int | None = None
     problems: list[str] = field(default_factory=list)
     ratio: float | None = None
+    #: the scenario's targets, judged once every row is measured
+    verdicts: list[Verdict] = field(default_factory=list)
     #: cores used on average by processes outside the benchmark during the measured run
     other_cores: float | None = None
-    #: per bridge worker: the connections it held halfway through the run, and the cores it used
+    #: per gunicorn worker: the connections it held halfway through the run, and the cores it used
     worker_connections: list[int] = field(default_factory=list)
     worker_cores: list[float] = field(default_factory=list)
 
 
-def _cpu_per_request(row: Row) -> str:
-    """Return the bridge workers' CPU time per answered request, in microseconds."""
+def cpu_us_per_request(row: Row) -> float | None:
+    """Return the gunicorn workers' CPU time per answered request, in microseconds."""
     if not row.worker_cores or not row.run or not row.run.rps:
+        return None
+    return sum(row.worker_cores) / row.run.rps * 1e6
+
+
+def judge(row: Row, base: Row | None) -> list[Verdict]:
+    """Return the verdicts on `row`'s targets; `base` is its baseline row, if it was run."""
+    scenario = row.scenario
+    verdicts = []
+    if scenario.min_ratio is not None:
+        if row.ratio is None:
+            verdicts.append(Verdict(f"ratio ? (no {scenario.baseline} run)", None))
+        else:
+            met = row.ratio >= scenario.min_ratio
+            verdicts.append(
+                Verdict(f"ratio {row.ratio:.3f}{'>=' if met else '<'}{scenario.min_ratio:g}", met)
+            )
+    if scenario.max_p99_over_baseline_ms is not None:
+        if not (row.run and base and base.run):
+            verdicts.append(Verdict(f"p99 ? (no {scenario.baseline} run)", None))
+        else:
+            over = row.run.latency_ms["p99"] - base.run.latency_ms["p99"]
+            limit = scenario.max_p99_over_baseline_ms
+            met = over <= limit
+            verdicts.append(Verdict(f"p99 {over:+.1f}{'<=' if met else '>'}{limit:+g}ms", met))
+    if scenario.max_cpu_us is not None:
+        cpu = cpu_us_per_request(row)
+        if cpu is None:
+            verdicts.append(Verdict("cpu ?", None))
+        else:
+            met = cpu <= scenario.max_cpu_us
+            verdicts.append(Verdict(f"cpu {cpu:,.0f}{'<=' if met else '>'}{scenario.max_cpu_us:g}us", met))
+    return verdicts
+
+
+def targets_cell(verdicts: list[Verdict]) -> str:
+    """Return "met" when every target is, else what missed or could not be judged."""
+    if not verdicts:
         return "-"
-    return f"{sum(row.worker_cores) / row.run.rps * 1e6:,.0f}"
+    if all(verdict.met for verdict in verdicts):
+        return "met"
+    return "; ".join(verdict.text for verdict in verdicts if not verdict.met)
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -666,19 +807,76 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("requests/s", lambda r: _number(r.run and r.run.rps, 0)),
     ("p50 ms", lambda r: _number(r.run and r.run.latency_ms["p50"], 2)),
     ("p99 ms", lambda r: _number(r.run and r.run.latency_ms["p99"], 2)),
-    ("vs direct", lambda r: "-" if r.ratio is None else f"{r.ratio:.3f}"),
+    ("ratio", lambda r: _number(r.ratio, 3)),
+    ("vs", lambda r: r.scenario.baseline or "-"),
     ("conns", lambda r: str(r.connections)),
     ("conns/worker", lambda r: "/".join(map(str, r.worker_connections)) or "-"),
     ("cores/worker", lambda r: "/".join(f"{c:.2f}" for c in r.worker_cores) or "-"),
-    ("cpu us/req", lambda r: _cpu_per_request(r)),
+    ("cpu us/req", lambda r: _number(cpu_us_per_request(r), 0)),
     ("checks", lambda r: "FAIL" if r.problems else "ok"),
     ("other cpu", lambda r: "-" if r.other_cores is None else f"{r.other_cores:.0%}"),
+    ("targets", lambda r: targets_cell(r.verdicts)),
 )
 
 
-def table(rows: list[Row]) -> str:
-    cells = [[header for header, _ in COLUMNS]] + [[cell(row) for _, cell in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+@dataclass
+class MemoryRow:
+    """The bridge's resident memory after a warm-up and after many more requests, REST and SOAP."""
+
+    connections: int
+    #: requests answered after the warm-up, as wrk counted them, and in how many wrk runs
+    requests: int = 0
+    runs: int = 0
+    seconds: float = 0.0
+    upstream_sends: int | None = None
+    #: VmRSS in KiB after the warm-up and at the end: per worker, and of gunicorn's master
+    workers_before_kib: list[int] = field(default_factory=list)
+    workers_after_kib: list[int] = field(default_factory=list)
+    master_before_kib: int | None = None
+    master_after_kib: int | None = None
+    problems: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None
+
+    @property
+    def growth(self) -> float | None:
+        """Return how much the workers' summed resident memory grew, as a share of where it started."""
+        if not self.workers_before_kib or not self.workers_after_kib:
+            return None
+        return sum(self.workers_after_kib) / sum(self.workers_before_kib) - 1
+
+
+def _mib(kib: list[int] | int | None) -> str:
+    if kib is None or kib == []:
+        return "-"
+    return f"{(sum(kib) if isinstance(kib, list) else kib) / 1024:,.1f}"
+
+
+MEMORY_COLUMNS: tuple[tuple[str, Callable[[MemoryRow], str]], ...] = (
+    ("memory", lambda m: "rest-get+soap"),
+    ("requests", lambda m: f"{m.requests:,}"),
+    ("wrk runs", lambda m: str(m.runs)),
+    ("conns", lambda m: str(m.connections)),
+    ("workers MiB warm", lambda m: _mib(m.workers_before_kib)),
+    ("workers MiB after", lambda m: _mib(m.workers_after_kib)),
+    ("growth", lambda m: "-" if m.growth is None else f"{m.growth:+.1%}"),
+    ("master MiB warm", lambda m: _mib(m.master_before_kib)),
+    ("master MiB after", lambda m: _mib(m.master_after_kib)),
+    ("checks", lambda m: "FAIL" if m.problems else "ok"),
+    ("target", lambda m: "-" if m.verdict is None else "met" if m.verdict.met else m.verdict.text),
+)
+
+
+def judge_memory(memory: MemoryRow) -> Verdict:
+    if memory.growth is None:
+        return Verdict("growth ?", None)
+    met = memory.growth < MEMORY_MAX_GROWTH
+    return Verdict(f"growth {memory.growth:+.1%}{'<' if met else '>='}{MEMORY_MAX_GROWTH:.0%}", met)
+
+
+def table(rows: Sequence[T], columns: Sequence[tuple[str, Callable[[T], str]]]) -> str:
+    """Return `rows` as a text table: the first column left-aligned, the others right-aligned."""
+    cells = [[header for header, _ in columns]] + [[cell(row) for _, cell in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = []
     for n, line in enumerate(cells):
         lines.append(
@@ -696,24 +894,25 @@ def table(rows: list[Row]) -> str:
 # The run
 
 
+def check_once(scenario: Scenario, port: int) -> str | None:
+    """Send `scenario`'s request once and return what is wrong with its answer, or None."""
+    return scenario.check(http_call(port, scenario.method, scenario.path, scenario.body, scenario.headers))
+
+
 def measure(scenario: Scenario, stack: Stack, args: argparse.Namespace, workdir: Path) -> Row:
     """Check one request, warm up, measure, and check what the measured run did."""
     connections = scenario.connections or args.connections
     row = Row(scenario, connections)
     _, port = stack.serving(scenario)
 
-    def one_request() -> str | None:
-        return scenario.check(
-            http_call(port, scenario.method, scenario.path, scenario.body, scenario.headers)
-        )
-
-    problem = one_request()
+    problem = check_once(scenario, port)
     if problem:
         row.problems.append(f"the request before the run failed: {problem}")
         return row
     if args.warmup > 0:
         run_wrk(scenario, port, workdir, args.warmup, connections, args.threads, args.timeout)
-    before = stack.upstream_sends(scenario)
+    counts_sends = scenario.one_send_per_request
+    before = stack.upstream_sends(scenario) if counts_sends else 0
     workers = stack.workers(scenario)
     meter = CpuMeter(stack, workers)
 
@@ -725,23 +924,119 @@ def measure(scenario: Scenario, stack: Stack, args: argparse.Namespace, workdir:
     )
     row.other_cores = meter.others()
     row.worker_cores = meter.worker_cores()
-    row.upstream_sends = stack.upstream_sends(scenario) - before
-    if row.run.error_count:
-        nonzero = {k: v for k, v in row.run.errors.items() if v}
-        row.problems.append(f"wrk counted errors (status = HTTP 4xx/5xx): {nonzero}")
-    if row.run.requests == 0:
-        row.problems.append("no request was answered")
-    # Requests still in flight when wrk stops reach the fake without being counted by wrk.
-    if scenario.one_send_per_request and not (
-        row.run.requests <= row.upstream_sends <= row.run.requests + connections
-    ):
-        row.problems.append(
-            f"wrk counted {row.run.requests} answers but the fake queued {row.upstream_sends} SMS"
-        )
-    problem = one_request()
+    row.problems.extend(wrk_problems(row.run))
+    if counts_sends:
+        row.upstream_sends = stack.upstream_sends(scenario) - before
+        row.problems.extend(send_problems(row.run.requests, row.upstream_sends, connections))
+    problem = check_once(scenario, port)
     if problem:
         row.problems.append(f"the request after the run failed: {problem}")
     return row
+
+
+def rss_kib(pid: int) -> int | None:
+    """Return the resident memory of `pid` in KiB (VmRSS), or None if it is gone."""
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def measure_memory(stack: Stack, args: argparse.Namespace, workdir: Path) -> MemoryRow:
+    """Warm the fast bridge up, read its memory, send --memory-requests more, read it again.
+
+    wrk runs of at most MEMORY_CHUNK_S alternate REST and SOAP sends, so that both paths are exercised,
+    until wrk has counted enough answers; each run is checked as a row is.
+    """
+    connections = args.connections
+    memory = MemoryRow(connections)
+    sends = (REST_GET, SOAP)
+    service, port = stack.serving(REST_GET)
+    for scenario in sends:
+        problem = check_once(scenario, port)
+        if problem:
+            memory.problems.append(f"{scenario.name}: the request before the warm-up failed: {problem}")
+            return memory
+    # Each kind's answers per second, so that the runs stop close to the count asked for.
+    rates: dict[str, float] = {}
+    if args.warmup > 0:
+        for scenario in sends:
+            warm = run_wrk(scenario, port, workdir, args.warmup, connections, args.threads, args.timeout)
+            rates[scenario.name] = warm.rps
+    # Read memory once the fake's count settles, that is once no request is in flight any more.
+    before = stack.upstream_sends(REST_GET)
+    workers = stack.workers(REST_GET)
+    memory.master_before_kib = rss_kib(service.pid)
+    memory.workers_before_kib = [rss_kib(pid) or 0 for pid in workers]
+    while memory.requests < args.memory_requests:
+        scenario = sends[memory.runs % len(sends)]
+        remaining = args.memory_requests - memory.requests
+        # wrk takes whole seconds only.
+        seconds = round(remaining / rates[scenario.name]) if rates.get(scenario.name) else 1
+        seconds = min(max(seconds, 1), MEMORY_CHUNK_S)
+        run = run_wrk(scenario, port, workdir, seconds, connections, args.threads, args.timeout)
+        memory.runs += 1
+        memory.requests += run.requests
+        memory.seconds += run.duration_s
+        rates[scenario.name] = run.rps
+        problems = wrk_problems(run, f"{scenario.name} run {memory.runs}: ")
+        memory.problems.extend(problems)
+        if problems:
+            break
+    memory.upstream_sends = stack.upstream_sends(REST_GET) - before
+    memory.problems.extend(send_problems(memory.requests, memory.upstream_sends, connections * memory.runs))
+    memory.master_after_kib = rss_kib(service.pid)
+    memory.workers_after_kib = [rss_kib(pid) or 0 for pid in workers]
+    # A worker restarted (max_requests, a crash) starts small again: its growth would mean nothing.
+    if sorted(children(service.pid)) != workers:
+        memory.problems.append(
+            f"the bridge's workers changed during the run: {workers} became {sorted(children(service.pid))}"
+        )
+    for scenario in sends:
+        problem = check_once(scenario, port)
+        if problem:
+            memory.problems.append(f"{scenario.name}: the request after the run failed: {problem}")
+    return memory
+
+
+def wrk_problems(run: WrkRun, what: str = "") -> list[str]:
+    """Return what is wrong with a wrk run on its own: errors counted, or nothing answered."""
+    problems = []
+    if run.error_count:
+        nonzero = {k: v for k, v in run.errors.items() if v}
+        problems.append(f"{what}wrk counted errors (status = HTTP 4xx/5xx): {nonzero}")
+    if run.requests == 0:
+        problems.append(f"{what}no request was answered")
+    return problems
+
+
+def send_problems(answered: int, sends: int, in_flight: int) -> list[str]:
+    """Return a problem unless the fake queued one SMS per answered request.
+
+    Up to `in_flight` requests still on their way when wrk stops reach the fake without being counted.
+    """
+    if answered <= sends <= answered + in_flight:
+        return []
+    return [f"wrk counted {answered} answers but the fake queued {sends} SMS"]
+
+
+def targets_summary(rows: list[Row], memory: MemoryRow | None) -> str:
+    """Return one line counting the targets met, missed and not judged, naming the ones not met."""
+    judged = [(row.scenario.name, verdict) for row in rows for verdict in row.verdicts]
+    if memory is not None and memory.verdict is not None:
+        judged.append((MEMORY, memory.verdict))
+    if not judged:
+        return "targets: none among these scenarios"
+    met = sum(verdict.met is True for _, verdict in judged)
+    missed = [f"{name} {verdict.text}" for name, verdict in judged if verdict.met is False]
+    unjudged = [f"{name} {verdict.text}" for name, verdict in judged if verdict.met is None]
+    line = f"targets: {met} of {len(judged)} met"
+    if missed:
+        line += f"; missed: {', '.join(missed)}"
+    if unjudged:
+        line += f"; not judged: {', '.join(unjudged)}"
+    return line + " (targets are reported; only the checks set the exit status)"
 
 
 def describe_machine() -> str:
@@ -762,19 +1057,30 @@ def describe_machine() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
-        description="Measure SMS sends through the bridge (REST, SOAP) against the fake upstream direct.",
+        description=(
+            "Measure SMS sends through the bridge (REST, SOAP) against a bare Flask route under the same "
+            "gunicorn and against the fake upstream direct, the CPU per request and the bridge's memory "
+            "growth; print one table with ratios and the issue's targets (reported, never failing the run)."
+        ),
     )
     parser.add_argument("-d", "--duration", type=float, default=10, help="seconds measured per scenario")
     parser.add_argument("-w", "--warmup", type=float, default=3, help="seconds of warm-up per scenario")
     parser.add_argument("-c", "--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("-t", "--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--timeout", type=float, default=5, help="wrk's per-request timeout, seconds")
-    names = [s.name for s in SCENARIOS]
+    names = [s.name for s in SCENARIOS] + [MEMORY]
     parser.add_argument(
         "-s",
         "--scenarios",
         default=",".join(names),
-        help=f"comma-separated, in order (default: all: {','.join(names)})",
+        help=f"comma-separated rows, in order; {MEMORY} runs after them (default: all: {','.join(names)})",
+    )
+    parser.add_argument(
+        "--memory-requests",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help=f"requests the {MEMORY} measure sends after its warm-up (default 100000)",
     )
     parser.add_argument(
         "--gunicorn-arg",
@@ -794,19 +1100,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(names)}")
-    args.chosen = [next(s for s in SCENARIOS if s.name == name) for name in chosen]
-    if args.duration <= 0 or args.connections < 1 or args.threads < 1:
-        parser.error("--duration, --connections and --threads must be positive")
+    args.chosen = [next(s for s in SCENARIOS if s.name == name) for name in chosen if name != MEMORY]
+    args.memory = MEMORY in chosen
+    if args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.memory_requests < 1:
+        parser.error("--duration, --connections, --threads and --memory-requests must be positive")
     return args
 
 
-def save(rows: list[Row], args: argparse.Namespace, header: str, text: str) -> Path:
+def save(rows: list[Row], memory: MemoryRow | None, args: argparse.Namespace, header: str, text: str) -> Path:
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = args.results_dir / time.strftime("%Y%m%d-%H%M%S.json")
     record = {
         "header": header,
         "table": text,
-        "arguments": {k: str(v) for k, v in vars(args).items() if k != "chosen"},
+        "arguments": {k: str(v) for k, v in vars(args).items() if k not in ("chosen", "memory")},
         "rows": [
             {
                 "scenario": row.scenario.name,
@@ -818,7 +1125,10 @@ def save(rows: list[Row], args: argparse.Namespace, header: str, text: str) -> P
                 "latency_ms": row.run and row.run.latency_ms,
                 "errors": row.run and row.run.errors,
                 "upstream_sends": row.upstream_sends,
+                "baseline": row.scenario.baseline,
                 "ratio": row.ratio,
+                "cpu_us_per_request": cpu_us_per_request(row),
+                "targets": [{"target": v.text, "met": v.met} for v in row.verdicts],
                 "other_cores": row.other_cores,
                 "worker_connections": row.worker_connections,
                 "worker_cores": row.worker_cores,
@@ -826,6 +1136,21 @@ def save(rows: list[Row], args: argparse.Namespace, header: str, text: str) -> P
             }
             for row in rows
         ],
+        "memory": memory
+        and {
+            "connections": memory.connections,
+            "requests": memory.requests,
+            "wrk_runs": memory.runs,
+            "duration_s": memory.seconds,
+            "upstream_sends": memory.upstream_sends,
+            "workers_rss_kib_after_warmup": memory.workers_before_kib,
+            "workers_rss_kib_after": memory.workers_after_kib,
+            "master_rss_kib_after_warmup": memory.master_before_kib,
+            "master_rss_kib_after": memory.master_after_kib,
+            "growth": memory.growth,
+            "target": memory.verdict and {"target": memory.verdict.text, "met": memory.verdict.met},
+            "problems": memory.problems,
+        },
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
@@ -842,20 +1167,29 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
 
     rows: list[Row] = []
+    memory: MemoryRow | None = None
     with ExitStack() as exits:
         workdir = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="smsbridge-bench-")))
-        settings = gunicorn_settings(args.gunicorn_arg, bridge_env(free_port(), 1, workdir))
+        settings = gunicorn_settings(args.gunicorn_arg, bridge_env(free_port(), UNUSED_PORT, workdir))
         stack = Stack(exits, workdir, args.gunicorn_arg, int(settings["workers"]))
         shown = ", ".join(f"{name}={settings.get(name, '?')}" for name in SHOWN_GUNICORN_SETTINGS)
-        command = shlex.join(["gunicorn", "-c", "gunicorn.conf.py", *args.gunicorn_arg, "wsgi:app"])
+        command = shlex.join(gunicorn_argv(args.gunicorn_arg)[1:])
         header = (
             f"{describe_machine()}\n"
             f"fake:    bench/fake_upstream.py, one asyncio process per upstream latency\n"
-            f"bridge:  {command}, SMSBRIDGE_BACKEND=mobsms\n"
+            f"bridge:  gunicorn {command}, SMSBRIDGE_BACKEND=mobsms\n"
             f"         {shown}\n"
+            f"bare:    gunicorn {shlex.join(gunicorn_argv(args.gunicorn_arg, BARE_APP)[1:])}, the same "
+            f"environment\n"
             f"load:    wrk -t{args.threads} -c{args.connections} (per row: conns), {args.duration:g} s "
             f"measured after {args.warmup:g} s warm-up, per scenario"
         )
+        if args.memory:
+            header += (
+                f"\nmemory:  the fast bridge's VmRSS after {args.warmup:g} s warm-up of rest-get and of "
+                f"soap, then after {args.memory_requests:,} more requests (wrk runs of at most "
+                f"{MEMORY_CHUNK_S:g} s, rest-get and soap in turn)"
+            )
         print(header, flush=True)
         for scenario in args.chosen:
             print(f"... {scenario.name}", flush=True)
@@ -863,7 +1197,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             for problem in row.problems:
                 print(f"    FAIL {problem}", flush=True)
-        for service, _ in [*stack.bridges.values(), *stack.upstreams.values()]:
+        if args.memory:
+            print(f"... {MEMORY}", flush=True)
+            memory = measure_memory(stack, args, workdir)
+            for problem in memory.problems:
+                print(f"    FAIL {problem}", flush=True)
+        for service in stack.services():
             if not service.alive():
                 raise BenchError(f"{service.name} died during the run; its log ends:\n{service.log_tail()}")
 
@@ -872,9 +1211,14 @@ def main(argv: list[str] | None = None) -> int:
         base = by_name.get(row.scenario.baseline)
         if row.run and base and base.run and base.run.rps:
             row.ratio = row.run.rps / base.run.rps
-    text = table(rows)
+        row.verdicts = judge(row, base)
+    text = table(rows, COLUMNS) if rows else ""
+    if memory is not None:
+        memory.verdict = judge_memory(memory)
+        text += ("\n\n" if text else "") + table([memory], MEMORY_COLUMNS)
     print()
     print(text)
+    print(f"\n{targets_summary(rows, memory)}")
     busy = [row for row in rows if row.other_cores is not None and row.other_cores > OTHER_CPU_WARNING]
     if busy:
         print(
@@ -889,14 +1233,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if uneven:
         print(
-            "\nwarning: the bridge's workers were unevenly loaded during "
+            "\nwarning: gunicorn's workers were unevenly loaded during "
             + ", ".join(row.scenario.name for row in uneven)
             + ": a kept-alive connection stays with the worker that accepted it, and each worker is"
             " held to one core by the GIL, so those rows depend on how wrk's connections were spread"
         )
-    saved = save(rows, args, header, text)
+    saved = save(rows, memory, args, header, text)
     print(f"\nrecord: {saved.relative_to(ROOT) if saved.is_relative_to(ROOT) else saved}")
     failed = [row.scenario.name for row in rows if row.problems]
+    if memory is not None and memory.problems:
+        failed.append(MEMORY)
     if failed:
         print(f"checks failed: {', '.join(failed)}", file=sys.stderr)
         return 1
