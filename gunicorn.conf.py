@@ -30,8 +30,8 @@ worker_connections = 1000
 
 # Above the upstream connect + read timeouts (3 s + 7 s by default), so that a send in flight
 # finishes and its answer reaches the client when the worker is stopped or restarted.
-timeout = 30
-graceful_timeout = 30
+# (Longer upstream timeouts in the settings lengthen these with them.)
+timeout = graceful_timeout = max(30, int(_settings.connect_timeout + _settings.read_timeout) + 5)
 keepalive = 5
 
 # Long enough for the bridge to answer an over-long query string in the dialect itself (414, JSON);

@@ -142,3 +142,35 @@ def test_an_invalid_configuration_stops_gunicorn_with_a_clear_message(tmp_path: 
         )
     assert process.returncode != 0
     assert "SMSBRIDGE_BACKEND='twilio': expected one of sandbox, smsmobileapi, mobsms" in log.read_text()
+
+
+def test_the_runtime_is_gevent_one_worker_per_core_with_a_graceful_timeout_above_the_upstreams(
+    tmp_path: Path,
+) -> None:
+    """gunicorn.conf.py as gunicorn reads it: the settings the README's Runtime section promises."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
+        "SMSBRIDGE_DATA_DIR": str(tmp_path),
+        "SMSBRIDGE_CONNECT_TIMEOUT": "5",
+        "SMSBRIDGE_READ_TIMEOUT": "60",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    config = dict(
+        (name.strip(), value.strip())
+        for name, sep, value in (line.partition("=") for line in done.stdout.splitlines())
+        if sep
+    )
+    assert config["worker_class"] == "gevent"
+    assert int(config["workers"]) == len(os.sched_getaffinity(0))
+    assert int(config["worker_connections"]) >= 1000
+    assert config["accesslog"] == "None"
+    assert float(config["graceful_timeout"]) > 5 + 60  # a send in flight can still end and be answered
+    assert float(config["timeout"]) > 5 + 60
