@@ -11,7 +11,8 @@ bridge used of requests is here: pooling, timeouts, TLS verification (SMSBRIDGE_
 query parameters, JSON bodies, and the check that a kept-alive connection was not closed by the
 upstream while idle. Proxies and .netrc from the environment are not honoured: they would change where
 SMS go without a word in the bridge's own configuration. Answers are never decompressed: no
-Accept-Encoding is sent, so an upstream's answer is passed on exactly as it came.
+Accept-Encoding is sent, so an upstream's answer is passed on exactly as it came. An answer over
+MAX_ANSWER_BYTES is not read: the call counts as broken off, as a body cut short does.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ IDLE_SECONDS = 4.0
 #: the longest status line or header line read, and the most header lines (as http.client)
 MAX_LINE_BYTES = 65536
 MAX_HEADERS = 100
+#: the largest answer body read: far above any answer of the APIs spoken to, far below a worker's memory
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 _Origin = tuple[str, str, int]
 #: what stays as it is in an upstream URL's path and query (requests' `requote_uri` keeps the same)
@@ -113,10 +116,12 @@ class _Connection:
             return status, headers, _chunked(reader), keep
         length = headers.get("content-length")
         if length is None:
-            return status, headers, reader.read(), False  # the body ends when the connection does
+            content = reader.read(MAX_ANSWER_BYTES + 1)  # the body ends when the connection does
+            _check_size(len(content))
+            return status, headers, content, False
         if not length.isdigit():
             raise _BrokenAnswer(f"Content-Length {length[:40]!r}")
-        content = reader.read(int(length))
+        content = reader.read(_check_size(int(length)))
         if len(content) < int(length):
             raise _BrokenAnswer(f"the body stopped after {len(content)} of {length} bytes")
         return status, headers, content, keep
@@ -146,6 +151,13 @@ class _Connection:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+def _check_size(size: int) -> int:
+    """Return the size of an answer's body, or raise when it is over MAX_ANSWER_BYTES."""
+    if size > MAX_ANSWER_BYTES:
+        raise _BrokenAnswer(f"an answer of over {MAX_ANSWER_BYTES} bytes")
+    return size
 
 
 def _line(reader: Any) -> bytes:
@@ -199,7 +211,8 @@ def _chunked(reader: Any) -> bytes:
             while _line(reader) not in (b"\r\n", b"\n"):  # trailers
                 pass
             return b"".join(parts)
-        chunk = reader.read(size)
+        received = sum(map(len, parts))
+        chunk = reader.read(_check_size(received + size) - received)
         if len(chunk) < size:
             raise _BrokenAnswer("the body stopped inside a chunk")
         parts.append(chunk)
