@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ import requests
 
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.server import Received, Reply
-from tests.test_gunicorn import ROOT, Gunicorn, free_port
+from tests.test_gunicorn import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_env
 
 UPSTREAM_SECONDS = 2.0
 
@@ -94,14 +92,9 @@ def test_sigterm_while_workers_boot_stops_gunicorn_at_once(tmp_path: Path) -> No
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            GUNICORN,
             cwd=ROOT,
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
-                "SMSBRIDGE_BIND": f"127.0.0.1:{free_port()}",
-                "SMSBRIDGE_DATA_DIR": str(tmp_path),
-                "SMSBRIDGE_WORKERS": "2",
-            },
+            env=gunicorn_env(free_port(), SMSBRIDGE_DATA_DIR=str(tmp_path), SMSBRIDGE_WORKERS="2"),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

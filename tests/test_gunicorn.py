@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: how the tests start the bridge: the README's runtime, `gunicorn -c gunicorn.conf.py wsgi:app`
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+
+
+def gunicorn_env(port: int, **settings: str) -> dict[str, str]:
+    """Return this process's environment minus its SMSBRIDGE_* variables, bound to `port`, with `settings`."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
+        "SMSBRIDGE_BIND": f"127.0.0.1:{port}",
+        **settings,
+    }
+
+
 class Gunicorn:
     """The bridge served by gunicorn in a child process, with its output kept for assertions."""
 
@@ -33,15 +46,10 @@ class Gunicorn:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        full_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
-            "SMSBRIDGE_BIND": f"127.0.0.1:{port}",
-            "SMSBRIDGE_PUBLIC_URL": self.url,
-            **env,
-        }
+        full_env = gunicorn_env(port, SMSBRIDGE_PUBLIC_URL=self.url, **env)
         self._out = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            GUNICORN,
             cwd=ROOT,
             env=full_env,
             stdout=self._out,
@@ -148,14 +156,14 @@ def test_the_runtime_is_gevent_one_worker_per_core_with_a_graceful_timeout_above
     tmp_path: Path,
 ) -> None:
     """gunicorn.conf.py as gunicorn reads it: the settings the README's Runtime section promises."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
-        "SMSBRIDGE_DATA_DIR": str(tmp_path),
-        "SMSBRIDGE_CONNECT_TIMEOUT": "5",
-        "SMSBRIDGE_READ_TIMEOUT": "60",
-    }
+    env = gunicorn_env(
+        free_port(),
+        SMSBRIDGE_DATA_DIR=str(tmp_path),
+        SMSBRIDGE_CONNECT_TIMEOUT="5",
+        SMSBRIDGE_READ_TIMEOUT="60",
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config", "wsgi:app"],
+        [*GUNICORN[:-1], "--print-config", GUNICORN[-1]],
         cwd=ROOT,
         env=env,
         capture_output=True,

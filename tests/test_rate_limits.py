@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,7 +39,7 @@ import redis
 import requests
 
 from app import rate_limits
-from tests.test_gunicorn import ROOT, Gunicorn, free_port
+from tests.test_gunicorn import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_env
 from tests.test_soap import envelope, fault_of
 
 TO = "+32470000001"
@@ -418,16 +416,15 @@ def test_two_workers_are_refused_with_memory_storage(tmp_path: Path) -> None:
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         done = subprocess.run(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            GUNICORN,
             cwd=ROOT,
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("SMSBRIDGE_")},
-                "SMSBRIDGE_BIND": f"127.0.0.1:{free_port()}",
-                "SMSBRIDGE_DATA_DIR": str(tmp_path),
-                "SMSBRIDGE_WORKERS": "2",
-                "SMSBRIDGE_RATELIMIT_STORAGE": "memory://",
-                "SMSBRIDGE_RATE_LIMIT": "5/minute",
-            },
+            env=gunicorn_env(
+                free_port(),
+                SMSBRIDGE_DATA_DIR=str(tmp_path),
+                SMSBRIDGE_WORKERS="2",
+                SMSBRIDGE_RATELIMIT_STORAGE="memory://",
+                SMSBRIDGE_RATE_LIMIT="5/minute",
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=30,
