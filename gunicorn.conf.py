@@ -24,7 +24,7 @@ bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
 workers = _settings.workers
 # The bridge mostly waits on slow upstreams (100 ms to 2 s): gevent keeps up to worker_connections
 # requests in flight per worker, each a greenlet, for far less CPU per request than threads (measured:
-# README, "Benchmark").
+# README, "Runtime").
 worker_class = "gevent"
 worker_connections = 1000
 
