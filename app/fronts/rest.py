@@ -162,7 +162,16 @@ def passthrough_target() -> tuple[Backend, Credential | None] | None:
 
 
 def optional_credential() -> Credential | None:
-    """Return the caller's credential, or None when the call carries none."""
+    """Return the caller's credential, or None when the call carries none (read once per request).
+
+    The limiter names the client by it before the view asks for it again.
+    """
+    if "credential" not in g:
+        g.credential = _read_credential()
+    return g.credential
+
+
+def _read_credential() -> Credential | None:
     body_key = _body().get("apikey")
     if body_key:
         return Credential(check_key(body_key), CredentialSource.FORM)
