@@ -49,7 +49,10 @@ errorlog = "-"
 
 
 def on_starting(server: object) -> None:
-    """Start with no counts left over from an earlier run."""
+    """Prepare the data directory once, before any worker starts; start with no metrics left over."""
+    from app import startup
+
+    startup.prepare(_settings)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)

@@ -8,7 +8,17 @@ from typing import Any
 
 from flask import Flask
 
-from app import health, metrics, oauth, rate_limits, request_log, runtime, sandbox_console, webhook_sources
+from app import (
+    health,
+    metrics,
+    oauth,
+    rate_limits,
+    request_log,
+    runtime,
+    sandbox_console,
+    startup,
+    webhook_sources,
+)
 from app.config import Settings
 from app.fronts import rest, rest_endpoints, soap
 
@@ -17,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the bridge: settings from SMSBRIDGE_* (then `overrides`), backend, fronts, errors."""
     settings = Settings.from_env(overrides=overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    startup.prepare(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -34,12 +34,19 @@ class Settings:
     read_timeout: float = 7.0
     upstream_ca_bundle: str | None = None
     upstream_pool_size: int = 256
+    #: an egress proxy for upstream calls; unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply
+    upstream_proxy: str | None = field(default=None, repr=False)
+    #: the region national numbers (0470 12 34 56) belong to, for backends that need E.164
+    default_region: str | None = None
     max_body_bytes: int = 256 * 1024
     sandbox_api_keys: frozenset[str] = field(default_factory=frozenset)
     mobsms_max_pages: int = 20
     clients_file: str | None = None
     rate_limit: str = "120/minute"
     ratelimit_storage: str = "sqlite://"
+    #: the first part of every count's name in the storage: bridges sharing a Redis share counts
+    #: only when they share the prefix
+    ratelimit_key_prefix: str = "smsbridge"
     token_secret: str | None = field(default=None, repr=False)
     token_ttl: int = 3600
     trusted_proxies: int = 0
@@ -208,6 +215,7 @@ _PARSERS = {
     "workers": _integer,
     "idempotency_ttl": _integer,
     "failover_backend": lambda name, raw: raw.lower(),
+    "default_region": lambda name, raw: raw.upper(),
     "breaker_failures": _integer,
     "breaker_cooldown": _number,
     "webhook_allow_private": lambda name, raw: _flag(name, raw),

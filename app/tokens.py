@@ -83,3 +83,9 @@ def _stored_secret(path: Path) -> bytes:
         secret = secrets.token_bytes(32)
         out.write(secret)
     return secret
+
+
+def prepare_secret(secret: str | None, data_dir: Path) -> None:
+    """Make the generated token secret before the workers start (nothing to do when one is configured)."""
+    if not secret:
+        _stored_secret(data_dir / "token-secret")
