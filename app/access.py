@@ -20,7 +20,6 @@ An example file:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -36,7 +35,7 @@ from app.backends import BACKEND_CLASSES, Backend
 from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
 from app.tokens import TokenSigner, is_token
-from app.vocabulary import Credential, CredentialSource
+from app.vocabulary import Credential, CredentialSource, key_digest
 from app.webhooks import Target, check_target
 
 log = logging.getLogger(__name__)
@@ -79,9 +78,8 @@ def _upstream_source(source: CredentialSource) -> CredentialSource:
     return CredentialSource.QUERY if source is CredentialSource.BEARER else source
 
 
-def hash_key(key: str) -> str:
-    """Return the SHA-256 hex digest a clients file stores for `key`."""
-    return hashlib.sha256(key.encode()).hexdigest()
+#: the SHA-256 hex digest a clients file stores for a key
+hash_key = key_digest
 
 
 class Access:

@@ -4,7 +4,30 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
+
+
+def key_digest(secret: str) -> str:
+    """Return the SHA-256 hex digest of a key: how the clients file, the state and the logs name it.
+
+    Keys are long random strings, so a plain digest is enough to name one without keeping it.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def unix_seconds(value: object) -> int | None:
+    """Return an ISO 8601 time (2026-06-08T10:00:00.000000Z) as UNIX seconds; None when unreadable.
+
+    A time without a zone is the host's local time, as the vendor's answers write it.
+    """
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return int(parsed.timestamp())
 
 
 class CredentialSource(Enum):
@@ -31,7 +54,7 @@ class Credential:
     @property
     def account(self) -> str:
         """Return the name the bridge files this key's state under: its SHA-256, never the key."""
-        return hashlib.sha256(self.secret.encode()).hexdigest()
+        return key_digest(self.secret)
 
 
 @dataclass(frozen=True)

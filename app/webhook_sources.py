@@ -22,12 +22,12 @@ import json
 import sys
 import time
 import uuid
-from datetime import datetime
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from app.errors import CredentialRefused, InvalidParameter
 from app.runtime import Runtime, runtime
+from app.vocabulary import unix_seconds
 
 bp = Blueprint("webhook_sources", __name__, url_prefix="/webhooks")
 
@@ -149,13 +149,7 @@ def _verify_vendor_signature(state: Runtime, client: str, raw: bytes) -> None:
 
 
 def _unix(value: object) -> int:
-    if not value:
-        return 0
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return 0
-    return int((parsed if parsed.tzinfo else parsed.astimezone()).timestamp())
+    return unix_seconds(value) or 0
 
 
 def register_mobsms(state: Runtime, client: str) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from urllib.parse import quote
 
 from app.backends.base import Backend, check_option_values, check_phone_number
@@ -36,6 +35,7 @@ from app.vocabulary import (
     SendReceipt,
     SendRequest,
     SentSms,
+    unix_seconds,
 )
 
 MAX_MESSAGE_CHARS = 1600
@@ -389,10 +389,10 @@ def _unix(value: object) -> int:
     """Return an ISO 8601 time of mobsms's (such as 2026-06-08T10:00:00.000000Z) as UNIX seconds."""
     if not value:
         return 0
-    try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        raise BackendBadAnswer(f"mobsms gave a time the bridge cannot read: {str(value)[:40]!r}") from None
+    seconds = unix_seconds(value)
+    if seconds is None:
+        raise BackendBadAnswer(f"mobsms gave a time the bridge cannot read: {str(value)[:40]!r}")
+    return seconds
 
 
 def _text(value: object) -> str:
