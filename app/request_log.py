@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from flask import Flask, Response, g, has_request_context, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -149,13 +150,12 @@ def _timestamp() -> str:
     """Return the time now as 2026-11-23T10:00:00.123Z (the part up to the second made once a second)."""
     now = time.time()
     second = int(now)
-    if _second[0] != second:
-        _second[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
-    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+    return f"{_second_text(second)}.{int((now - second) * 1000):03d}Z"
 
 
-#: the second `_timestamp` last formatted, and its text
-_second: list = [None, ""]
+@lru_cache(maxsize=1)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 _UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: the dialect of each blueprint's requests; every other one speaks REST
 _DIALECTS = {"soap": "soap", "oauth": "oauth"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from app.errors import BridgeError, InvalidParameter, MissingParameter
 from app.vocabulary import SendReceipt
@@ -102,13 +103,11 @@ def error_result(error: BridgeError) -> dict:
 
 def _now() -> tuple[str, str]:
     """Return this second in UTC and in the host's time zone, as the vendor's answers show them."""
-    second = int(time.time())
-    if _last_now[0] != second:
-        # Once a second, not per answer: finding the local zone costs a system call or two.
-        now = datetime.fromtimestamp(second, UTC)
-        _last_now[:] = [second, (now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.astimezone().isoformat())]
-    return _last_now[1]
+    return _second_forms(int(time.time()))
 
 
-#: the second `_now` last formatted, and its two forms
-_last_now: list = [None, ("", "")]
+@lru_cache(maxsize=1)
+def _second_forms(second: int) -> tuple[str, str]:
+    # Once a second, not per answer: finding the local zone costs a system call or two.
+    now = datetime.fromtimestamp(second, UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.astimezone().isoformat()
