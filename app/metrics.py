@@ -37,6 +37,12 @@ UPSTREAM_SECONDS = Histogram(
     ["backend"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
 )
+REQUEST_SECONDS = Histogram(
+    "smsbridge_request_seconds",
+    "Time the bridge took to answer a request (upstream included), by dialect, operation and outcome",
+    ["dialect", "operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 RATE_LIMITED = Counter("smsbridge_rate_limited_total", "Requests refused by the bridge's rate limits")
 WEBHOOK_FAILURES = Counter(
     "smsbridge_webhook_delivery_failures_total", "Webhook delivery attempts that failed", ["type"]
@@ -86,7 +92,9 @@ def _queue_registry() -> CollectorRegistry:
 
 
 def _count_request(line: dict) -> None:
-    REQUESTS.labels(line["dialect"], line["operation"] or "", line["backend"] or "", line["outcome"]).inc()
+    operation = line["operation"] or ""
+    REQUESTS.labels(line["dialect"], operation, line["backend"] or "", line["outcome"]).inc()
+    REQUEST_SECONDS.labels(line["dialect"], operation, line["outcome"]).observe(line["ms"] / 1000)
 
 
 def _observe_upstream(backend: str, seconds: float) -> None:

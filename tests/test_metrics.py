@@ -58,6 +58,12 @@ def test_metrics_add_up_every_worker(fake_mobsms: FakeMobsms, tmp_path: Path) ->
     assert sample(text, "smsbridge_requests_total", outcome="rate_limited") == 2
     assert sample(text, "smsbridge_rate_limited_total") == 2
     assert sample(text, "smsbridge_upstream_seconds_count", backend="mobsms") == 12
+    # The bridge's own latency, for its percentiles: every answered send, in both workers' files.
+    answered = {"dialect": "rest", "operation": "sendsms", "outcome": "ok"}
+    assert sample(text, "smsbridge_request_seconds_count", **answered) == 12
+    assert sample(text, "smsbridge_request_seconds_bucket", le="+Inf", **answered) == 12
+    assert 0 < sample(text, "smsbridge_request_seconds_sum", **answered) < 12 * 10
+    assert sample(text, "smsbridge_request_seconds_count", outcome="rate_limited") == 2
     assert "smsbridge_webhook_events" in text
 
 
