@@ -9,6 +9,7 @@ one send probes it again: a success closes the breaker, a failure opens it for a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -87,18 +88,8 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
     else:
         _note_failover(primary, "circuit_open")
     backend, credential = caller.failover
-    receipt = backend.send(
-        SendRequest(
-            credential=credential,
-            recipients=send.recipients,
-            message=send.message,
-            options=send.options,
-            http=send.http,
-            reference=send.reference,
-            idempotency_key=send.idempotency_key,
-        )
-    )
-    return receipt
+    # The whole send, with only the credential changed: a field added to SendRequest later is never lost.
+    return backend.send(dataclasses.replace(send, credential=credential))
 
 
 def _note_failover(primary: Backend, why: str) -> None:

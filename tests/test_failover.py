@@ -152,3 +152,37 @@ def test_the_request_log_shows_the_failover(tmp_path: Path) -> None:
     [line] = [line for line in log_lines(output) if line["path"] == "/sendsms/"]
     assert line["failover"] == {"from": "mobsms", "why": "backend_unreachable"}
     assert (line["status"], line["outcome"]) == (200, "ok")
+
+
+def test_failover_hands_on_the_whole_send(make_app: Callable[..., Flask]) -> None:
+    """Every field of the send reaches the failover backend, a field added later included."""
+    import dataclasses
+
+    from app.delivery import CircuitBreaker, deliver
+    from app.vocabulary import Credential, CredentialSource, SendOptions, SendRequest
+
+    @dataclasses.dataclass(frozen=True)
+    class LaterSend(SendRequest):
+        campaign: str = ""
+
+    app = make_app("mobsms", mobsms_url="http://127.0.0.1:9", failover_backend="sandbox")
+    state = app.extensions["smsbridge"]
+    received: list[SendRequest] = []
+    sandbox = state.backend_for("sandbox")
+    original = sandbox.send
+    sandbox.send = lambda request: received.append(request) or original(request)
+    send = LaterSend(
+        credential=Credential("mobsms-key-1", CredentialSource.FORM),
+        recipients=(TO,),
+        message="Hi",
+        options=SendOptions(),
+        reference="ref-1",
+        idempotency_key="key-1",
+        campaign="spring",
+    )
+    with app.test_request_context():
+        caller = state.access.resolve(send.credential)
+        deliver(caller, send, CircuitBreaker(3, 30))
+    [handed] = received
+    assert handed == dataclasses.replace(send, credential=caller.failover[1])
+    assert isinstance(handed, LaterSend) and handed.campaign == "spring"
