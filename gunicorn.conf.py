@@ -10,6 +10,9 @@ os.environ.setdefault(
 )
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
+from gunicorn import glogging  # noqa: E402
+
+from app import redaction  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 from app.config import ConfigError, Settings  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 
 try:
@@ -48,11 +51,30 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
 
 
+class RedactingLogger(glogging.Logger):
+    """gunicorn's logger, with app.redaction's filter on its error and access handlers.
+
+    gunicorn logs a request line it rejects (a control character or raw UTF-8 in the query) whole, with
+    the caller's apikey and message in it. `setup` runs again when the logs are reopened (SIGUSR1).
+    """
+
+    def setup(self, cfg: object) -> None:
+        super().setup(cfg)
+        redaction.protect(self.error_log, self.access_log)
+
+
+logger_class = RedactingLogger
+
+
 def on_starting(server: object) -> None:
     """Prepare the data directory once, before any worker starts; start with no metrics left over."""
     from app import startup
 
-    startup.prepare(_settings)
+    try:
+        startup.prepare(_settings)
+    except ConfigError as error:
+        # Said in one line, as an invalid setting is, not as a traceback.
+        raise SystemExit(f"smsbridge: {error}") from None
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)

@@ -29,12 +29,11 @@ from functools import lru_cache
 from flask import Flask, Response, g, has_request_context, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import redaction
+
 log = logging.getLogger("smsbridge.request")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SECRETS = re.compile(
-    r"(apikey|client_secret|access_token)=[^&\s\"']+|(Bearer|Basic)\s+[^\s\"']+", re.IGNORECASE
-)
 
 
 def mask_number(number: str) -> str:
@@ -156,20 +155,11 @@ def _timestamp() -> str:
 @lru_cache(maxsize=1)
 def _second_text(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 _UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: the dialect of each blueprint's requests; every other one speaks REST
 _DIALECTS = {"soap": "soap", "oauth": "oauth"}
-
-
-class RedactSecrets(logging.Filter):
-    """Scrub keys, tokens and secrets from any log record, whatever logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "=***", message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        return True
 
 
 def init_app(app: Flask, trusted_proxies: int) -> None:
@@ -184,6 +174,4 @@ def init_app(app: Flask, trusted_proxies: int) -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-            handler.addFilter(RedactSecrets())
+    redaction.protect(logging.getLogger(), log)

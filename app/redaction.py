@@ -1,0 +1,62 @@
+"""Keep keys, tokens, secrets and message text out of every log line, whoever writes it.
+
+One filter, `RedactSecrets`, is put on every handler that writes: the root logger's (the bridge's own
+modules, spyne, urllib3 and werkzeug propagate there), the request log's, and gunicorn's error and
+access logs (gunicorn.conf.py's `logger_class`). A filter on a handler sees
+every record that reaches it, propagated ones included, which a filter on a logger would not.
+
+What it hides, in the formatted message:
+- a query string, whole, to its end: gunicorn logs a request line it rejects (a control character or
+  raw UTF-8 in the query) as it came, `apikey` and `message` with it; urllib3 logs each upstream URL at
+  DEBUG; a webhook source URL carries its key in `?key=`;
+- `name=value` and `"name": "value"` pairs whose name says key, token, secret, password or message;
+- the credentials after `Bearer` and `Basic`, and a URL's `user:password@`.
+Hiding more than needed is fine here; hiding less is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_HIDDEN_FIELDS = (
+    r"apikey|api_key|key|token|access_token|refresh_token|client_secret|secret|password|passwd"
+    r"|message|msg|text|sig|signature"
+)
+_PATTERNS = (
+    # A query string to its end: over spaces too (a rejected request line), up to " HTTP/" or a quote.
+    (re.compile(r"\?(?:[^\s'\"]|\s(?!HTTP/))+"), "?***"),
+    (re.compile(rf"\b({_HIDDEN_FIELDS})=[^&\s'\"]*", re.IGNORECASE), r"\1=***"),
+    (re.compile(rf"([\"']({_HIDDEN_FIELDS})[\"']\s*:\s*)[\"'][^\"']*[\"']", re.IGNORECASE), r'\1"***"'),
+    (re.compile(r"\b(Bearer|Basic)\s+[^\s'\"]+", re.IGNORECASE), r"\1 ***"),
+    (re.compile(r"(?<=://)[^/@\s'\"]+@"), "***@"),
+)
+
+
+def redact(text: str) -> str:
+    """Return `text` with every secret and message text this module knows of replaced by ***."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Scrub keys, tokens, secrets and message text from a log record before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = redact(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        if record.exc_info and not record.exc_text:
+            # A traceback can quote a value (a KeyError's key, a URL in an exception's message).
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def protect(*loggers: logging.Logger) -> None:
+    """Put the filter on every handler of `loggers` (the root logger when none is named), once."""
+    for logger in loggers or (logging.getLogger(),):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
