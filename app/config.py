@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from app.phone import REGIONS
 from app.webhooks import check_target
 
 BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
@@ -158,6 +159,11 @@ class Settings:
             raise ConfigError(f"{env_name('max_body_bytes')} must be at least 4096")
         if self.upstream_ca_bundle and not Path(self.upstream_ca_bundle).is_file():
             raise ConfigError(f"{env_name('upstream_ca_bundle')}={self.upstream_ca_bundle!r}: no such file")
+        if self.default_region is not None and self.default_region not in REGIONS:
+            raise ConfigError(
+                f"{env_name('default_region')}={self.default_region!r}: expected the two-letter code "
+                "(ISO 3166-1) of a country whose national numbers callers write, such as BE, FR or US"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"{env_name('log_level')}={self.log_level!r}: expected DEBUG, INFO, WARNING or ERROR"

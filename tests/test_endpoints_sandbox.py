@@ -222,6 +222,34 @@ def test_getsms_read_flags_and_aliases(client: FlaskClient) -> None:
     assert get(client, "/getsms/", sIdentifiantPhone="other-phone")["result"]["sms"] == []
 
 
+@pytest.mark.parametrize("region", ["BE", None])
+def test_conversations_group_national_and_international_forms_with_a_default_region(
+    region: str | None, make_app: Callable[..., Flask]
+) -> None:
+    client = make_app("sandbox", default_region=region).test_client()
+    inbound(client, ALICE, "hello?")
+    send(client, "0470 00 00 01", "hi Alice")
+    send(client, "0032 470 00 00 01", "and again")
+    conversations = get(client, "/conversation/sms/list/", origineConversation="received")["conversations"]
+    by_national = get(client, "/conversation/sms/list/", origineConversation="sent", numero="0470000001")[
+        "conversations"
+    ]
+    if region == "BE":
+        [alice] = conversations
+        assert alice["phone_number"] == ALICE
+        assert [m["message"] for m in alice["messages"]] == ["hello?", "hi Alice", "and again"]
+        assert [m["message"] for m in by_national[0]["messages"]] == ["hello?", "hi Alice", "and again"]
+    else:
+        # Without a region 0470 00 00 01 could be any country's number: it is a conversation of its own.
+        [alice] = conversations
+        assert [m["message"] for m in alice["messages"]] == ["hello?", "and again"]
+        [national] = by_national
+        assert (national["phone_number"], [m["message"] for m in national["messages"]]) == (
+            "0470000001",
+            ["hi Alice"],
+        )
+
+
 def test_conversations_follow_the_documented_rules(client: FlaskClient) -> None:
     inbound(client, ALICE, "hello?")
     get(client, "/getsms/update/", guid=get(client, "/getsms/")["result"]["sms"][0]["guid"], alias="Alice")

@@ -471,6 +471,70 @@ def test_mobsms_refuses_numbers_it_cannot_take_by_name(
     assert fake_mobsms.received == []
 
 
+def test_mobsms_receives_national_numbers_in_e164_with_a_default_region(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("mobsms", default_region="BE").test_client()
+    one = client.get(
+        "/sendsms/", query_string={"apikey": "mobsms-key-1", "recipients": "0470 00 00 01", "message": "Hi"}
+    )
+    assert result_of(one)["sent"] == "1"
+    bulk = client.post(
+        "/sendsms/",
+        data={
+            "apikey": "mobsms-key-1",
+            "recipients": "0470 00.00.02,0032 470 00 00 03,32470000004,+32 (0)470 00 00 05",
+            "message": "Hi",
+        },
+    )
+    assert result_of(bulk)["sent"] == "1"
+    assert [r.json for r in fake_mobsms.received] == [
+        {"message": "Hi", "recipient_number": TO},
+        {"message": "Hi", "recipients": ["+32470000002", "+32470000003", "+32470000004", "+32470000005"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("recipients", "named"),
+    [
+        # The national 0 kept after the country code once reached mobsms as +320470000001: a wrong number.
+        ("+32 (0)470 00 00 01", None),
+        # A number of a possible length in no allocated range once reached mobsms, which then failed it.
+        ("+1 555 0100 000", "no +1 number is allocated"),
+        ("0470 00 00 01", "SMSBRIDGE_DEFAULT_REGION"),
+    ],
+)
+def test_mobsms_never_receives_a_number_that_is_not_valid_e164(
+    recipients: str, named: str | None, make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    response = (
+        make_app("mobsms")
+        .test_client()
+        .get("/sendsms/", query_string={"apikey": "mobsms-key-1", "recipients": recipients, "message": "Hi"})
+    )
+    if named is None:
+        assert result_of(response)["sent"] == "1"
+        assert [r.json["recipient_number"] for r in fake_mobsms.received] == [TO]
+    else:
+        assert response.status_code == 400
+        result = result_of(response)
+        assert result["error_code"] == "invalid_recipient"
+        assert repr(recipients) in result["note"] and named in result["note"]
+        assert fake_mobsms.received == []
+
+
+def test_passthrough_sends_recipients_as_written_whatever_the_default_region(
+    make_app: Callable[..., Flask], fake_vendor: FakeSmsMobileApi
+) -> None:
+    recipients = "0470 00 00 01, 32470000002,+32 (0)470 00 00 03"
+    client = make_app("smsmobileapi", default_region="BE").test_client()
+    response = client.post(
+        "/sendsms/", data={"apikey": "vendor-key-1", "recipients": recipients, "message": "Hi"}
+    )
+    assert result_of(response)["sent"] == "1"
+    assert dict(fake_vendor.received[0].form)["recipients"] == recipients
+
+
 def test_mobsms_refuses_a_message_over_1600_characters(
     make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
 ) -> None:

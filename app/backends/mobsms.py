@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import quote
 
-from app.backends.base import Backend, check_option_values, check_phone_number
+from app.backends.base import Backend, check_option_values
 from app.config import Settings
 from app.errors import (
     BackendBadAnswer,
@@ -15,7 +14,6 @@ from app.errors import (
     BridgeError,
     CredentialRefused,
     InvalidParameter,
-    InvalidRecipient,
     MessageTooLong,
     NoDeviceAvailable,
     NotAllowed,
@@ -24,6 +22,7 @@ from app.errors import (
     UnsupportedByBackend,
     UpstreamRateLimited,
 )
+from app.phone import to_e164
 from app.store import StateStore
 from app.upstream import Answer, UpstreamHttp
 from app.vocabulary import (
@@ -70,7 +69,7 @@ class MobsmsBackend(Backend):
         """Queue the SMS with mobsms: one recipient with /api/sms, several with /api/sms/bulk."""
         refuse_unsupported(request.options)
         check_option_values(request.options)
-        numbers = tuple(to_e164(r) for r in request.recipients)
+        numbers = tuple(to_e164(r, self.settings.default_region) for r in request.recipients)
         if len(request.message) > MAX_MESSAGE_CHARS:
             raise MessageTooLong(
                 f"the message has {len(request.message)} characters; mobsms takes at most {MAX_MESSAGE_CHARS}"
@@ -250,25 +249,6 @@ def refuse_unsupported(options: SendOptions) -> None:
             f"the mobsms backend cannot honour {named}; remove the parameter or ask the operator "
             "for a backend that supports it"
         )
-
-
-def to_e164(recipient: str) -> str:
-    """Return `recipient` as E.164 (+ and digits), or raise InvalidRecipient saying why."""
-    digits = check_phone_number(recipient)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    elif digits.startswith("0"):
-        raise InvalidRecipient(
-            f"recipient {recipient!r} is a national number; mobsms needs the international form "
-            "with the country code, such as +32470123456"
-        )
-    elif not digits.startswith("+"):
-        digits = "+" + digits
-    if not re.fullmatch(r"\+[1-9][0-9]{6,14}", digits):
-        raise InvalidRecipient(
-            f"recipient {recipient!r} cannot be written in E.164 (+, country code, 7 to 15 digits)"
-        )
-    return digits
 
 
 def _bulk_recipients(numbers: tuple[str, ...], message: str) -> list[object]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from app.errors import InvalidParameter, MissingParameter
-from app.fronts.filters import digits, integer, moment
+from app.fronts.filters import integer, moment
 from app.fronts.records import local, utc
+from app.phone import conversation_key
 from app.vocabulary import ReceivedSms, SentSms
 
 DEFAULT_LIMIT = 20
@@ -16,10 +17,14 @@ def conversations(
     fetch_sent: Callable[[], list[SentSms]],
     fetch_received: Callable[[], list[ReceivedSms]],
     params: Mapping[str, str],
+    region: str | None = None,
 ) -> dict:
     """Return the answer: conversations detected from `origineConversation`, newest first by default.
 
-    The parameters are checked before anything is fetched from the backend.
+    The parameters are checked before anything is fetched from the backend. Numbers are grouped by
+    their E.164 form, national ones read in `region` (SMSBRIDGE_DEFAULT_REGION), so `0470 12 34 56` and
+    `+32470123456` are one conversation with region BE; numbers that cannot be read so (shortcodes,
+    national numbers without a region) are grouped by their digits.
     """
     origin = params.get("origineConversation", "").strip()
     if not origin:
@@ -38,28 +43,32 @@ def conversations(
     stop = moment(params, "date_to", end=True)
 
     sent, received = fetch_sent(), fetch_received()
+
+    def key_of(number: str) -> str:
+        return conversation_key(number, region)
+
     timelines: dict[str, list[dict]] = {}
     shown_number: dict[str, str] = {}
     aliases: dict[str, str] = {}
     in_range = _in_range(start, stop)
     if origin == "received":
-        detected = {digits(m.number) for m in received if in_range(m.received_at)}
+        detected = {key_of(m.number) for m in received if in_range(m.received_at)}
     else:
-        detected = {digits(m.recipient) for m in sent if in_range(m.queued_at)}
+        detected = {key_of(m.recipient) for m in sent if in_range(m.queued_at)}
     # Backends list newest first; within one second, their order is the only clue to which came first.
     for seq, sms in enumerate(reversed(received)):
-        key = digits(sms.number)
+        key = key_of(sms.number)
         if sms.alias:
             aliases[key] = sms.alias
         _add(timelines, shown_number, key, sms.number, _incoming(sms, seq), start, stop)
     for seq, sms in enumerate(reversed(sent)):
-        key = digits(sms.recipient)
+        key = key_of(sms.recipient)
         _add(timelines, shown_number, key, sms.recipient, _outgoing(sms, seq), start, stop)
 
     numero = params.get("numero", "").strip()
     keys = [k for k in timelines if k in detected]
     if numero:
-        keys = [k for k in keys if k == digits(numero)]
+        keys = [k for k in keys if k == key_of(numero)]
     keys.sort(key=lambda k: timelines[k][-1]["_ts"], reverse=sort == "DESC")
     if not numero:
         keys = keys[:limit]

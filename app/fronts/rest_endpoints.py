@@ -133,7 +133,12 @@ def conversation_list(params: dict[str, str], caller: Principal) -> Response:
     """List conversations: received and sent SMS grouped by number."""
     backend, upstream = caller.backend, caller.upstream
     return jsonify(
-        conversations(lambda: backend.sent_log(upstream), lambda: backend.received(upstream), params)
+        conversations(
+            lambda: backend.sent_log(upstream),
+            lambda: backend.received(upstream),
+            params,
+            backend.settings.default_region,
+        )
     )
 
 
