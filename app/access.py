@@ -146,8 +146,9 @@ class Access:
         claims = self.tokens.check(token)
         if claims is None:
             return None
-        entry = self.client_named(claims[0])
-        if entry is None or not any(h.startswith(claims[1]) for h in entry.key_hashes):
+        client, key_proof = claims
+        entry = self.client_named(client)
+        if entry is None or not any(self.tokens.proves_key(key_proof, h) for h in entry.key_hashes):
             return None
         return entry
 

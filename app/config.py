@@ -16,6 +16,8 @@ from app.phone import REGIONS
 from app.webhooks import check_target
 
 BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
+#: the shortest token secret accepted, configured or generated
+MIN_SECRET_BYTES = 32
 
 
 class ConfigError(ValueError):
@@ -87,6 +89,11 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def token_secrets(self) -> list[bytes]:
+        """Return SMSBRIDGE_TOKEN_SECRET's secrets, oldest first (the last one signs); none if unset."""
+        return split_token_secret(self.token_secret) if self.token_secret is not None else []
+
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid setting."""
         if self.backend not in BACKENDS:
@@ -115,8 +122,8 @@ class Settings:
                 "would count each client's requests in each worker separately, multiplying its limit: "
                 "use sqlite:// (the workers of one host) or redis:// (several hosts)"
             )
-        if self.token_secret is not None and len(self.token_secret) < 32:
-            raise ConfigError(f"{env_name('token_secret')} must be at least 32 characters")
+        if self.token_secret is not None:
+            split_token_secret(self.token_secret)
         if not 60 <= self.token_ttl <= 86400:
             raise ConfigError(f"{env_name('token_ttl')} must be between 60 and 86400 seconds")
         if not 0 <= self.trusted_proxies <= 10:
@@ -230,6 +237,24 @@ _PARSERS = {
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }
+
+
+def split_token_secret(value: str) -> list[bytes]:
+    """Return the comma-separated token secrets in `value`; raise ConfigError at an empty or short one."""
+    parts = [part.strip() for part in value.split(",")]
+    for number, part in enumerate(parts, 1):
+        where = f"{env_name('token_secret')}: secret {number} of {len(parts)}"
+        if not part:
+            raise ConfigError(
+                f"{where} is empty: give one or more secrets separated by commas, none empty "
+                "(the last one signs, all verify)"
+            )
+        if len(part.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{where} is {len(part.encode())} bytes: each must be at least {MIN_SECRET_BYTES} "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    return [part.encode() for part in parts]
 
 
 def check_limit(value: object, where: str) -> None:

@@ -27,7 +27,7 @@ class Runtime:
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self.backend = self.backend_for(settings.backend)
-        self.tokens = TokenSigner.from_settings(settings.token_secret, settings.data_dir, settings.token_ttl)
+        self.tokens = TokenSigner.from_settings(settings.token_secrets, settings.data_dir, settings.token_ttl)
         self.access = Access(settings, self.backend_for, self.tokens)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
         self.events = EventStore(settings.data_dir)

@@ -5,11 +5,12 @@
     POST /webhooks/smsmobileapi/<client>?key=<tag>  the vendor's webhooks (V1, or V2 verified when a
                                                     vendor secret is configured), relayed
 
-`<tag>` is an HMAC of the source and the client's name under the bridge's token secret: only whoever
-was given the URL can post to it. It travels in the query string, which neither the request log nor
-gunicorn's access log writes down. In passthrough mode the client is `default`. Each event gets a
-stable id (the vendor's own V2 event id; for mobsms, one derived from the message and its state), so
-an upstream that posts the same event twice does not make the client get it twice.
+`<tag>` is an itsdangerous signature of the source and the client's name under the bridge's token
+secrets (under a salt of its own: never a token's): only whoever was given the URL can post to it.
+It travels in the query string, which neither the request log nor gunicorn's access log writes down.
+In passthrough mode the client is `default`. Each event gets a stable id (the vendor's own V2 event
+id; for mobsms, one derived from the message and its state), so an upstream that posts the same event
+twice does not make the client get it twice.
 `python -m app.webhook_sources urls CLIENT` prints a client's URLs; `register-mobsms CLIENT` sets them
 with mobsms (PUT /api/webhooks).
 """
@@ -49,9 +50,12 @@ def receive(source: str, client: str) -> Response:
     """Store the event an upstream posted, then acknowledge it."""
     state = runtime()
     tag = request.args.get("key", "")
-    expected = state.tokens.label(f"{source}:{client}")
     known = client == "default" if not state.access.managed else state.access.client_named(client) is not None
-    if source not in ("mobsms", "smsmobileapi") or not known or not hmac.compare_digest(tag, expected):
+    if (
+        source not in ("mobsms", "smsmobileapi")
+        or not known
+        or not state.tokens.verify_label(f"{source}:{client}", tag)
+    ):
         raise CredentialRefused("this webhook URL is not one the bridge gave out")
     raw = request.get_data()
     if source == "smsmobileapi":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,8 @@ from urllib.parse import quote_plus
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 from werkzeug.datastructures import MultiDict
 
 import app.access
@@ -118,7 +119,7 @@ def assert_token_answer(response, ttl: int = 3600) -> str:
     token = document["access_token"]
     assert document == {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
     assert isinstance(token, str)
-    assert token.startswith("sbt1.")
+    assert token.startswith("sbt2.")
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
     return token
@@ -347,27 +348,37 @@ def test_a_token_is_not_a_key(client: FlaskClient, fake_mobsms: FakeMobsms) -> N
 
 
 def tampered(token: str) -> dict[str, str]:
-    """Ways to change a valid token: another client, a later expiry, a broken signature."""
-    payload, signature = token.removeprefix("sbt1.").split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    """Ways to change a valid token: another client, a later issue time, a broken signature."""
+    payload, stamp, signature = token.removeprefix("sbt2.").rsplit(".", 2)
+    # The payload's own encoding (base64 JSON, compressed when shorter): no key is involved.
+    encoding = URLSafeSerializer(b"unused")
+    claims = encoding.load_payload(payload.encode())
 
     def encode(document: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
+        return encoding.dump_payload(document).decode()
 
+    later = base64_encode(int_to_bytes(bytes_to_int(base64_decode(stamp)) + 86400)).decode()
     flipped = "A" if signature[0] != "A" else "B"
     return {
-        "another client": f"sbt1.{encode({**claims, 'sub': 'shop-b'})}.{signature}",
-        "a later expiry": f"sbt1.{encode({**claims, 'exp': claims['exp'] + 86400})}.{signature}",
-        "a changed signature": f"sbt1.{payload}.{flipped}{signature[1:]}",
-        "no signature": f"sbt1.{payload}.",
-        "only the prefix": "sbt1.",
-        "garbage": "sbt1.garbage.garbage",
+        "another client": f"sbt2.{encode({**claims, 'sub': 'shop-b'})}.{stamp}.{signature}",
+        "a later issue time": f"sbt2.{payload}.{later}.{signature}",
+        "a changed signature": f"sbt2.{payload}.{stamp}.{flipped}{signature[1:]}",
+        "no signature": f"sbt2.{payload}.{stamp}.",
+        "only the prefix": "sbt2.",
+        "garbage": "sbt2.garbage.garbage.garbage",
     }
 
 
 @pytest.mark.parametrize(
     "how",
-    ["another client", "a later expiry", "a changed signature", "no signature", "only the prefix", "garbage"],
+    [
+        "another client",
+        "a later issue time",
+        "a changed signature",
+        "no signature",
+        "only the prefix",
+        "garbage",
+    ],
 )
 def test_a_tampered_token_is_refused(
     how: str, client: FlaskClient, fake_mobsms: FakeMobsms, fake_vendor: FakeSmsMobileApi
@@ -379,11 +390,15 @@ def test_a_tampered_token_is_refused(
     assert fake_vendor.received == []
 
 
-def test_an_expired_token_is_refused(bridge: Flask, client: FlaskClient, fake_mobsms: FakeMobsms) -> None:
-    signer: TokenSigner = bridge.extensions["smsbridge"].tokens
+def test_an_expired_token_is_refused(
+    make_app: Callable[..., Flask], clients_path: Path, fake_mobsms: FakeMobsms
+) -> None:
+    client = make_app("sandbox", clients_file=str(clients_path), token_secret=SECRET_32).test_client()
     key_hash = hash_key(KEY_A)
-    expired = signer.issue("shop-a", key_hash, now=time.time() - 3601)
-    fresh = signer.issue("shop-a", key_hash, now=time.time())
+    expired = TokenSigner(SECRET_32.encode(), 3600, clock=lambda: time.time() - 3601).issue(
+        "shop-a", key_hash
+    )
+    fresh = TokenSigner(SECRET_32.encode(), 3600).issue("shop-a", key_hash)
     assert_token_refused(send_with(client, expired))
     assert_token_refused(client.get("/log/sent/sms/", headers=bearer(expired)))
     assert fake_mobsms.received == []
@@ -404,12 +419,24 @@ def test_a_token_is_refused_once_its_lifetime_has_passed(
 
 
 def test_the_signer_accepts_a_token_until_its_expiry() -> None:
-    signer = TokenSigner(b"s" * 32, ttl=60)
-    token = signer.issue("shop-a", hash_key(KEY_A), now=1_000_000)
-    assert signer.check(token, now=1_000_000) == ("shop-a", hash_key(KEY_A)[:16])
-    assert signer.check(token, now=1_000_059) == ("shop-a", hash_key(KEY_A)[:16])
-    assert signer.check(token, now=1_000_060) is None
-    assert TokenSigner(b"t" * 32, ttl=60).check(token, now=1_000_000) is None
+    now = [1_000_000.0]
+    signer = TokenSigner(b"s" * 32, ttl=60, clock=lambda: now[0])
+    token = signer.issue("shop-a", hash_key(KEY_A))
+    client, proof = signer.check(token) or ("", "")
+    assert client == "shop-a"
+    assert signer.proves_key(proof, hash_key(KEY_A))
+    assert not signer.proves_key(proof, hash_key(KEY_B))
+    now[0] = 1_000_059.9
+    assert signer.check(token) == (client, proof)
+    now[0] = 1_000_060
+    assert signer.check(token) is None
+    # Issued a little ahead of this host's clock (another host's), it is accepted; far ahead, not.
+    now[0] = 1_000_000 - 5
+    assert signer.check(token) == (client, proof)
+    now[0] = 1_000_000 - 6
+    assert signer.check(token) is None
+    now[0] = 1_000_000
+    assert TokenSigner(b"t" * 32, ttl=60, clock=lambda: now[0]).check(token) is None
 
 
 @pytest.fixture
@@ -509,7 +536,10 @@ def test_hosts_sharing_the_token_secret_accept_each_others_tokens(
 def test_a_short_token_secret_stops_the_start(make_app: Callable[..., Flask], clients_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         make_app("sandbox", clients_file=str(clients_path), token_secret="x" * 31)
-    assert str(caught.value) == "SMSBRIDGE_TOKEN_SECRET must be at least 32 characters"
+    assert str(caught.value) == (
+        "SMSBRIDGE_TOKEN_SECRET: secret 1 of 1 is 31 bytes: each must be at least 32 "
+        "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
 
 
 # --- passthrough mode (no clients file) ---------------------------------------------------------------------
