@@ -113,7 +113,11 @@ class Access:
             if self.settings.failover_backend:
                 failover = (
                     self.backend_for(self.settings.failover_backend),
-                    Credential(self.settings.failover_key or "failover", _upstream_source(credential.source)),
+                    Credential(
+                        self.settings.failover_key or "failover",
+                        _upstream_source(credential.source),
+                        operator_held=True,
+                    ),
                 )
             return Principal(
                 client=credential.fingerprint,
@@ -158,12 +162,14 @@ class Access:
         if entry.failover_backend:
             failover = (
                 self.backend_for(entry.failover_backend),
-                Credential(entry.failover_key or f"client:{entry.name}", _upstream_source(source)),
+                Credential(
+                    entry.failover_key or f"client:{entry.name}", _upstream_source(source), operator_held=True
+                ),
             )
         return Principal(
             client=entry.name,
             backend=self.backend_for(entry.backend),
-            upstream=Credential(entry.upstream_key, _upstream_source(source)),
+            upstream=Credential(entry.upstream_key, _upstream_source(source), operator_held=True),
             rate_limit=entry.rate_limit or self._default_limit,
             failover=failover,
         )

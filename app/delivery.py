@@ -4,7 +4,19 @@ A failover happens only after an error that proves nothing reached the first bac
 connect timeout, TLS handshake): never after a timeout or a broken answer, which may have sent the
 SMS. A circuit breaker per backend (per worker process) counts such failures in a row; after
 SMSBRIDGE_BREAKER_FAILURES of them the backend is skipped for SMSBRIDGE_BREAKER_COOLDOWN seconds, then
-one send probes it again: a success closes the breaker, a failure opens it for another cool-down.
+one send probes it again. Every way a send can end is judged, so the breaker never stays open or
+probing by accident:
+
+- it succeeded, or the backend answered with an error (a refused number or key, its own rate limit,
+  a 5xx, an answer the bridge cannot read): the backend is reachable, so the breaker closes and the
+  count starts again;
+- it may have been sent but no answer came (a read timeout, the connection lost after the request was
+  written): the backend accepted the connection and the request, which is what the breaker measures,
+  so it closes too; the caller is told the outcome is unknown;
+- nothing reached the backend (BackendUnreachable): counted; a probe that ends so re-opens the breaker
+  for another cool-down;
+- the caller's error found before anything was sent (a message too long, say), or an exception the
+  bridge did not expect: no verdict; a probe is released, and the next send probes again.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from flask import g, has_request_context
 
 from app.access import Principal
 from app.backends import Backend
-from app.errors import BackendUnreachable
+from app.errors import BackendError, BackendUnreachable, BridgeError
 from app.vocabulary import SendReceipt, SendRequest
 
 
@@ -58,6 +70,11 @@ class CircuitBreaker:
                 self._open_until[backend] = time.monotonic() + self.cooldown
             self._probing.discard(backend)
 
+    def released(self, backend: str) -> None:
+        """End a probe without a verdict (the send never got as far as the backend): the next send probes."""
+        with self._lock:
+            self._probing.discard(backend)
+
     def state(self, backend: str) -> str:
         """Return "closed", "open" or "probing", for logs and health checks."""
         with self._lock:
@@ -70,16 +87,28 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
     """Send through the caller's backend, failing over when it provably received nothing."""
     primary = caller.backend
     if breaker.allows(primary.name):
+        verdict = breaker.released
+        calls_before = _upstream_calls()
         try:
             receipt = primary.send(send)
+            verdict = breaker.succeeded
+            return receipt
         except BackendUnreachable as error:
-            breaker.failed(primary.name)
+            verdict = breaker.failed
             if caller.failover is None:
                 raise
             _note_failover(primary, error.name)
-        else:
-            breaker.succeeded(primary.name)
-            return receipt
+        except BackendError:
+            # It answered badly, or took the request and gave no answer: reached either way.
+            verdict = breaker.succeeded
+            raise
+        except BridgeError:
+            # The caller's error: the backend's answer (a refused number) when one came, else found first.
+            if _upstream_calls() > calls_before and g.get("upstream_status") is not None:
+                verdict = breaker.succeeded
+            raise
+        finally:
+            verdict(primary.name)
     elif caller.failover is None:
         raise BackendUnreachable(
             f"the {primary.name} backend failed {breaker.failures} times in a row without being reached; "
@@ -90,6 +119,11 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
     backend, credential = caller.failover
     # The whole send, with only the credential changed: a field added to SendRequest later is never lost.
     return backend.send(dataclasses.replace(send, credential=credential))
+
+
+def _upstream_calls() -> int:
+    """Return how many upstream calls this request made so far (app/request_log.py counts them)."""
+    return g.get("upstream_calls", 0) if has_request_context() else 0
 
 
 def _note_failover(primary: Backend, why: str) -> None:

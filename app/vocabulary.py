@@ -39,12 +39,18 @@ class CredentialSource(Enum):
     SOAP = "soap"
 
 
+#: what an operator-held credential becomes wherever an answer to a caller quotes it
+MASKED_SECRET = "***"  # noqa: S105 (a mask, not a secret)
+
+
 @dataclass(frozen=True)
 class Credential:
     """The caller's API key or token; `repr` never shows it."""
 
     secret: str = field(repr=False)
     source: CredentialSource
+    #: the operator's own credential (managed clients, failover): never shown to a caller, masked in answers
+    operator_held: bool = False
 
     @property
     def fingerprint(self) -> str:

@@ -241,10 +241,10 @@ def test_an_smsmobileapi_client_on_another_endpoint_is_passed_through_with_the_u
 ) -> None:
     client = managed_app(make_app, clients_path, {"shop-b": VENDOR_CLIENT}).test_client()
     client.get("/getsms/", query_string=[("apikey", KEY_B), ("onlyunread", "yes")])
-    client.get("/call/list/", query_string=[("apikey", KEY_B)])
+    client.get("/call/missed/list/", query_string=[("apikey", KEY_B)])
     assert [(r.method, r.path, r.query, r.body) for r in fake_vendor.received] == [
         ("GET", "/getsms/", [("apikey", VENDOR_KEY), ("onlyunread", "yes")], b""),
-        ("GET", "/call/list/", [("apikey", VENDOR_KEY)], b""),
+        ("GET", "/call/missed/list/", [("apikey", VENDOR_KEY)], b""),
     ]
     assert all("authorization" not in r.headers for r in fake_vendor.received)
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 
 from app.access import hash_key
 from app.config import ConfigError, Settings
 from app.errors import BackendUnreachable
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.server import Reply
+from tests.fakes.smsmobileapi import FakeSmsMobileApi
 from tests.test_gunicorn import Gunicorn
 from tests.test_request_log import log_lines
 
@@ -186,3 +188,127 @@ def test_failover_hands_on_the_whole_send(make_app: Callable[..., Flask]) -> Non
     [handed] = received
     assert handed == dataclasses.replace(send, credential=caller.failover[1])
     assert isinstance(handed, LaterSend) and handed.campaign == "spring"
+
+
+# --- every way a probe can end (issue 12, item 3) ---------------------------------------------------------
+
+COOLDOWN = 0.05
+VENDOR_SEND = {"apikey": "vendor-key-1", "recipients": TO, "message": "Hi"}
+
+
+def probe(app: Flask, backend: str, send: dict[str, str]) -> tuple[FlaskClient, requests.Response]:
+    """Open `backend`'s breaker, wait out the cool-down, and let the send `send` probe it."""
+    breaker = app.extensions["smsbridge"].breaker
+    breaker.failed(backend)  # breaker_failures=1: one failure that reached nothing opens it
+    assert breaker.state(backend) == "open"
+    time.sleep(COOLDOWN * 2)
+    client = app.test_client()
+    return client, client.post("/sendsms/", data=send)
+
+
+def assert_next_send_reaches(client: FlaskClient, fake: FakeSmsMobileApi | FakeMobsms, send: dict) -> None:
+    """The breaker was left usable: the next send goes to the backend and succeeds."""
+    before = len(fake.received)
+    answer = client.post("/sendsms/", data=send)
+    assert answer.get_json()["result"]["sent"] == "1", answer.get_json()
+    assert len(fake.received) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("how", "status"),
+    [
+        ("answered 400", 400),
+        ("answered 403", 403),
+        ("answered 429", 429),
+        ("answered JSON 500", 500),
+        ("answered an HTML 503", 502),
+        ("answered JSON of another shape", 502),
+        ("timed out after the request was written", 504),
+        ("lost the connection", 502),
+        ("succeeded", 200),
+    ],
+)
+def test_a_probe_the_backend_answered_or_took_closes_the_breaker(
+    how: str, status: int, make_app: Callable[..., Flask], fake_vendor: FakeSmsMobileApi
+) -> None:
+    app = make_app("smsmobileapi", breaker_failures=1, breaker_cooldown=COOLDOWN, read_timeout=0.3)
+    if how == "answered 400":
+        fake_vendor.next_reply = Reply.json(400, {"error": 400, "message": "invalid recipient"})
+    elif how == "answered 403":
+        fake_vendor.next_reply = Reply.json(403, {"error": 403, "message": "API key invalid"})
+    elif how == "answered 429":
+        fake_vendor.misbehave("rate_limited")
+    elif how == "answered JSON 500":
+        fake_vendor.next_reply = Reply.json(500, {"error": 500, "message": "maintenance"})
+    elif how == "answered an HTML 503":
+        fake_vendor.misbehave("html_5xx")
+    elif how == "answered JSON of another shape":
+        fake_vendor.misbehave("unexpected_json")
+    elif how == "timed out after the request was written":
+        fake_vendor.misbehave("slow", seconds=2)
+    elif how == "lost the connection":
+        fake_vendor.misbehave("reset")
+    client, answer = probe(app, "smsmobileapi", VENDOR_SEND)
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    assert app.extensions["smsbridge"].breaker.state("smsmobileapi") == "closed"
+    fake_vendor.behave()
+    assert_next_send_reaches(client, fake_vendor, VENDOR_SEND)
+
+
+def test_a_probe_that_reaches_nothing_opens_the_breaker_again(make_app: Callable[..., Flask]) -> None:
+    app = make_app("mobsms", mobsms_url="http://127.0.0.1:9", breaker_failures=1, breaker_cooldown=30)
+    breaker = app.extensions["smsbridge"].breaker
+    breaker.cooldown = COOLDOWN  # the first cool-down is short; the one the probe starts is 30 s
+    breaker.failed("mobsms")
+    time.sleep(COOLDOWN * 2)
+    breaker.cooldown = 30
+    client = app.test_client()
+    first = client.post("/sendsms/", data=SEND).get_json()["result"]
+    assert first["error_code"] == "backend_unreachable" and "skipped" not in first["note"]
+    assert breaker.state("mobsms") == "open"
+    second = client.post("/sendsms/", data=SEND).get_json()["result"]
+    assert "is skipped for up to 30 s; nothing was sent" in second["note"]
+
+
+def test_a_probe_refused_before_anything_was_sent_is_released(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    """A message too long for mobsms is refused before any call: the next send probes again."""
+    app = make_app("mobsms", breaker_failures=1, breaker_cooldown=COOLDOWN)
+    client, answer = probe(app, "mobsms", {**SEND, "message": "x" * 5000})
+    assert answer.get_json()["result"]["error_code"] == "message_too_long"
+    assert fake_mobsms.received == []
+    assert app.extensions["smsbridge"].breaker.state("mobsms") == "open"  # no verdict: not closed
+    assert_next_send_reaches(client, fake_mobsms, SEND)
+    assert app.extensions["smsbridge"].breaker.state("mobsms") == "closed"
+
+
+def test_a_probe_that_fails_unexpectedly_is_released(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    app = make_app("mobsms", breaker_failures=1, breaker_cooldown=COOLDOWN)
+    backend = app.extensions["smsbridge"].backend_for("mobsms")
+    original = backend.send
+
+    def send_once_broken(request: object) -> object:
+        backend.send = original
+        raise RuntimeError("a bug in the backend")
+
+    backend.send = send_once_broken
+    client, answer = probe(app, "mobsms", SEND)
+    assert (answer.status_code, answer.get_json()["result"]["error_code"]) == (500, "internal_error")
+    assert app.extensions["smsbridge"].breaker.state("mobsms") == "open"
+    assert_next_send_reaches(client, fake_mobsms, SEND)
+
+
+def test_errors_that_reached_the_backend_end_an_unreached_run(
+    make_app: Callable[..., Flask], fake_vendor: FakeSmsMobileApi
+) -> None:
+    """The breaker counts unreached failures in a row: a timeout in between proves the backend reachable."""
+    app = make_app("smsmobileapi", breaker_failures=2, breaker_cooldown=30, read_timeout=0.3)
+    breaker = app.extensions["smsbridge"].breaker
+    breaker.failed("smsmobileapi")
+    fake_vendor.misbehave("slow", seconds=2)
+    assert app.test_client().post("/sendsms/", data=VENDOR_SEND).status_code == 504
+    breaker.failed("smsmobileapi")
+    assert breaker.state("smsmobileapi") == "closed"

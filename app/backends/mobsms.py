@@ -191,6 +191,8 @@ class MobsmsBackend(Backend):
         missing_ok: bool = False,
     ) -> object:
         """Call mobsms; return `data` of a success, None for a 404 when `missing_ok`, else raise."""
+        if any(segment in (".", "..") for segment in path.split("/")):  # an id of ".." would leave /api/sms
+            raise InvalidParameter(f"{path.rpartition('/')[2]!r} is not a message id")
         response = self.http.request(
             method,
             self.base_url + path,

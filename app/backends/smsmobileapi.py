@@ -1,9 +1,22 @@
-"""The vendor's own API, passed through: same path, same parameters, its answer unchanged."""
+"""The vendor's own API, passed through: same path, same parameters, its answer unchanged.
+
+Three things are not passed as they came. A path that could leave the configured base URL, or change
+the URL around it, is refused (`upstream_path`). Hop-by-hop and framing headers of the answer are
+dropped, and a redirect onto the vendor's base comes back pointing at the bridge (SMSBRIDGE_PUBLIC_URL).
+With a credential the operator holds (a managed client's upstream key, a failover key), the call may go
+only to the vendor's documented endpoints, and the key is masked wherever the answer quotes it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import html
 import json
-from urllib.parse import urlencode
+import re
+import unicodedata
+import zlib
+from urllib.parse import SplitResult, quote, quote_plus, urlencode, urljoin, urlsplit
 
 from app.backends.base import Backend
 from app.config import Settings
@@ -14,10 +27,13 @@ from app.errors import (
     BridgeError,
     CallerError,
     CredentialRefused,
+    InvalidParameter,
+    NotAllowed,
     UpstreamRateLimited,
 )
-from app.upstream import Answer, UpstreamHttp
+from app.upstream import MAX_ANSWER_BYTES, Answer, UpstreamHttp
 from app.vocabulary import (
+    MASKED_SECRET,
     Credential,
     CredentialSource,
     HttpCall,
@@ -27,8 +43,68 @@ from app.vocabulary import (
     UpstreamReply,
 )
 
-#: upstream headers a passthrough hands on besides the body's type
-PASSED_HEADERS = ("Retry-After", "Cache-Control", "Pragma", "WWW-Authenticate")
+#: upstream headers never handed on: hop-by-hop ones (RFC 9110 7.6.1, and any the answer's Connection
+#: names); the body's framing and type, which the bridge's server sets for the body as it leaves; Date and
+#: Server, which gunicorn writes itself (a second copy would contradict it); Set-Cookie, whose Domain and
+#: Path are the vendor's and which, made for the operator's key, would be the operator's session; Alt-Svc,
+#: which would send the caller's next requests to the vendor's other endpoints as if they were the bridge's
+DROPPED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "content-type",
+        "date",
+        "server",
+        "set-cookie",
+        "set-cookie2",
+        "alt-svc",
+    }
+)
+#: the vendor's documented endpoints (its OpenAPI file of 2026-09-23, its API docs and its Postman
+#: collection), without the trailing slash that clients both use and omit: the only paths a call made
+#: with a credential the operator holds may reach
+DOCUMENTED_PATHS = frozenset(
+    {
+        "/sendsms",
+        "/getsms",
+        "/getsms/set-read",
+        "/getsms/update",
+        "/deletesms",
+        "/resend",
+        "/log/sent/sms",
+        "/log/sent/frommobile",
+        "/conversation/sms/list",
+        "/gateway/mobile/list",
+        "/gateway/mobile/update",
+        "/gateway/mobile/delete",
+        "/call/missed/list",
+        "/call/incoming/list",
+        "/call/outgoing/list",
+        "/notification/send",
+        "/notification/list",
+        "/resendwa",
+        "/getwa",
+        "/getwa/active",
+        "/getwa/synchronisation",
+        "/whatsapp/checknumber",
+        "/sendemail",
+        "/getemail",
+    }
+)
+#: characters a path segment keeps as they are (RFC 3986 pchar); everything else is %-encoded
+_SEGMENT_SAFE = "!$&'()*+,;=:@~"
+#: encodings of an answer body the bridge undoes (zlib's window bits for each), to hand on and mask the body
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class SmsMobileApiBackend(Backend):
@@ -54,13 +130,20 @@ class SmsMobileApiBackend(Backend):
             note=str(fields.get("note", "")),
             port=None if fields.get("port") is None else str(fields["port"]),
             via_whatsapp=str(fields.get("send_with_whatsapp", "0")) == "1",
-            encrypted=str((fields.get("encrypted") or {}).get("status", "0")) == "1",
+            encrypted=_encrypted(fields.get("encrypted")),
             upstream_fields=fields,
             verbatim=reply,
         )
 
     def forward(self, call: HttpCall, credential: Credential | None) -> UpstreamReply:
         """Make `call` upstream with `credential` put back where the caller had it."""
+        target = upstream_path(call.path)
+        hidden = credential is not None and credential.operator_held
+        if hidden and call.path.rstrip("/") not in DOCUMENTED_PATHS:
+            raise NotAllowed(
+                f"{call.path[:80]} is not one of SMSMobileAPI's documented endpoints, "
+                "which are all this bridge's clients may call"
+            )
         query, form, headers = list(call.query), list(call.form), {}
         body: bytes | str | None = call.body
         if credential is None:
@@ -81,15 +164,160 @@ class SmsMobileApiBackend(Backend):
         elif form or call.method not in ("GET", "HEAD", "DELETE"):
             body = urlencode(form)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        url = self.base_url + call.path
+        url = self.base_url + target
         if query:
             url += "?" + urlencode(query)
-        reply = _reply(self.http.request(call.method, url, data=body, headers=headers))
+        answer = self.http.request(call.method, url, data=body, headers=headers)
+        reply = self._reply(answer, url, credential.secret if hidden and credential else None)
         if reply.status >= 500 and not _is_json(reply.body):
             raise _error_for(reply, None)
         if reply.status == 429 and not _is_json(reply.body):
             raise _error_for(reply, None)
         return reply
+
+    def _reply(self, answer: Answer, url: str, hidden: str | None) -> UpstreamReply:
+        """Keep what the caller may see of an answer: its body and its end-to-end headers.
+
+        With `hidden`, the operator's credential, every form of it in the body and the headers is masked.
+        """
+        body = answer.content
+        encoding = answer.headers.get("Content-Encoding", "").strip().lower()
+        kept_encoding = ""
+        if encoding in _DECODERS:
+            # A body that does not decode was decoded by the HTTP client already: the header is stale.
+            with contextlib.suppress(zlib.error):
+                body = _inflated(body, _DECODERS[encoding])
+        elif encoding not in ("", "identity"):
+            if hidden:
+                raise BackendBadAnswer(
+                    f"SMSMobileAPI answered with Content-Encoding {encoding[:40]}, which the bridge cannot "
+                    "read to keep the operator's credential out of it; the request may have been acted on"
+                )
+            kept_encoding = encoding  # the caller can decode what the bridge cannot
+        forms = _secret_forms(hidden) if hidden else ()
+        content_type = answer.headers.get("Content-Type", "application/octet-stream")
+        hop_by_hop = {n.strip().lower() for n in answer.headers.get("Connection", "").split(",")}
+        headers: list[tuple[str, str]] = []
+        for name, value in answer.headers.items():
+            lowered = name.lower()
+            if lowered in DROPPED_HEADERS or lowered in hop_by_hop:
+                continue
+            if lowered == "location":
+                value = self._public_location(value, url)
+            headers.append((_header_name(name), _masked_text(value, forms)))
+        if kept_encoding:
+            headers.append(("Content-Encoding", kept_encoding))
+        return UpstreamReply(
+            status=answer.status_code,
+            content_type=_masked_text(content_type, forms),
+            body=_masked(body, forms),
+            headers=tuple(headers),
+        )
+
+    def _public_location(self, location: str, url: str) -> str:
+        """Return a redirect's target as the caller must follow it: through the bridge when on the base."""
+        try:
+            target = urlsplit(urljoin(url, location))
+        except ValueError:  # not a URL the bridge can read (a broken IPv6 host): handed on as it came
+            return location
+        base = urlsplit(self.base_url)
+        prefix = base.path.rstrip("/")
+        same_origin = (target.scheme, target.hostname, _port(target)) == (
+            base.scheme,
+            base.hostname,
+            _port(base),
+        )
+        if not same_origin or not (target.path == prefix or target.path.startswith(prefix + "/")):
+            # Elsewhere (the vendor's web site, say): absolute, since the caller resolves a relative
+            # target against the bridge, whose paths map to the base only.
+            return target.geturl()
+        public = self.settings.public_url.rstrip("/") + (target.path[len(prefix) :] or "/")
+        if target.query:
+            public += "?" + target.query
+        return public + ("#" + target.fragment if target.fragment else "")
+
+
+def upstream_path(path: str) -> str:
+    """Return `path` (as the caller's server decoded it) with each segment %-encoded for the upstream.
+
+    Refuse, as the caller's error, a path the upstream could read as leaving the base or as more than
+    a path: a `.` or `..` segment, a `%` left after decoding (double encoding, `%252e`), `?`, `#`, a
+    backslash, a control character.
+    """
+    segments = path.split("/")
+    if segments[0] != "":
+        raise InvalidParameter("the path must start with /")
+    for segment in segments[1:]:
+        if segment in (".", "..") or any(c in "%?#\\" or unicodedata.category(c) == "Cc" for c in segment):
+            shown = segment.encode("unicode_escape").decode()[:40]
+            raise InvalidParameter(
+                f"the path segment {shown!r} is not allowed: a path may not hold . or .. segments, "
+                "%-encoded characters after decoding, ?, #, backslashes or control characters"
+            )
+    return "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in segments)
+
+
+def _inflated(body: bytes, window_bits: int) -> bytes:
+    """Return a compressed body decoded, refusing one that would grow past what the bridge reads."""
+    inflater = zlib.decompressobj(window_bits)
+    decoded = inflater.decompress(body, MAX_ANSWER_BYTES)
+    if inflater.unconsumed_tail:
+        raise BackendBadAnswer(
+            f"SMSMobileAPI answered a compressed body of over {MAX_ANSWER_BYTES} bytes; "
+            "the request may have been acted on"
+        )
+    return decoded
+
+
+def _header_name(name: str) -> str:
+    """Return a header name in its usual case when the HTTP client gave it in lower case."""
+    if not name.islower():
+        return name
+    return "-".join(_IRREGULAR_NAME_PARTS.get(part, part.capitalize()) for part in name.split("-"))
+
+
+#: parts of header names whose usual case is not capitalised
+_IRREGULAR_NAME_PARTS = {"www": "WWW", "etag": "ETag", "md5": "MD5", "id": "ID", "xss": "XSS"}
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        port = parts.port
+    except ValueError:  # not a number: no origin to match
+        return None
+    return port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_forms(secret: str) -> tuple[bytes, ...]:
+    """Return the ways an answer can quote `secret` (raw, URL-encoded, JSON, HTML), longest first."""
+    escaped = json.dumps(secret)[1:-1]
+    url_forms = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    forms = {
+        secret,
+        escaped,
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        escaped.replace("/", "\\/"),  # PHP's json_encode escapes slashes
+        html.escape(secret),
+        *url_forms,
+        *(re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), f) for f in url_forms),
+    }
+    return tuple(sorted({f.encode() for f in forms if f}, key=len, reverse=True))
+
+
+def _masked(data: bytes, forms: tuple[bytes, ...]) -> bytes:
+    for form in forms:
+        if form in data:
+            data = data.replace(form, MASKED_SECRET.encode())
+    return data
+
+
+def _masked_text(text: str, forms: tuple[bytes, ...]) -> str:
+    for form in forms:
+        # Header values come decoded as Latin-1 (HTTP's own), a key's UTF-8 bytes included.
+        for decoded in {form.decode(), form.decode("latin-1")}:
+            text = text.replace(decoded, MASKED_SECRET)
+    return text
 
 
 def _with_json_apikey(body: bytes | str, secret: str) -> bytes | str:
@@ -114,14 +342,9 @@ def _form_post(path: str, request: SendRequest) -> HttpCall:
     return HttpCall(method="POST", path=path, query=(), form=tuple(form))
 
 
-def _reply(response: Answer) -> UpstreamReply:
-    headers = tuple((h, response.headers[h]) for h in PASSED_HEADERS if h in response.headers)
-    return UpstreamReply(
-        status=response.status_code,
-        content_type=response.headers.get("Content-Type", "application/octet-stream"),
-        body=response.content,
-        headers=headers,
-    )
+def _encrypted(field: object) -> bool:
+    """Read `result.encrypted` (`{"status": "1"}`), whatever shape an answer gives it."""
+    return isinstance(field, dict) and str(field.get("status", "0")) == "1"
 
 
 def _result_fields(reply: UpstreamReply) -> dict | None:
@@ -147,6 +370,11 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
         )
     elif 400 <= reply.status < 500:
         error = CallerError(f"SMSMobileAPI refused the request (HTTP {reply.status}){said}")
+    elif 300 <= reply.status < 400:
+        # A redirect is answered before the call is acted on: the caller follows it through the bridge.
+        error = CallerError(
+            f"SMSMobileAPI redirected the request (HTTP {reply.status}) instead of acting on it"
+        )
     elif reply.status >= 500:
         error = BackendFailed(
             f"SMSMobileAPI answered with a server error, HTTP {reply.status}; the message may have been "
@@ -164,7 +392,9 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
         )
     # The vendor's own JSON error goes back to a REST caller unchanged; an HTML error page never does,
     # nor a success the bridge cannot read (the caller must learn that the outcome is unknown).
-    error.verbatim = reply if _is_json(reply.body) and not 200 <= reply.status < 300 else None
+    # A redirect goes back as it came too, with its Location made to point through the bridge.
+    redirect = 300 <= reply.status < 400
+    error.verbatim = reply if redirect or (_is_json(reply.body) and not 200 <= reply.status < 300) else None
     return error
 
 
@@ -190,5 +420,5 @@ def _vendor_words(reply: UpstreamReply, fields: dict | None) -> str:
 
 
 def _retry_after(reply: UpstreamReply) -> int | None:
-    value = dict(reply.headers).get("Retry-After", "")
+    value = next((v for n, v in reply.headers if n.lower() == "retry-after"), "").strip()
     return int(value) if value.isdigit() else None

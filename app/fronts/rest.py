@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -26,6 +26,7 @@ from app.fronts.dialect import check_key, error_result, require, send_result, sp
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
+    MASKED_SECRET,
     Credential,
     CredentialSource,
     HttpCall,
@@ -232,11 +233,37 @@ _NOT_FORWARDED = frozenset({"apikey", idempotency.PARAMETER})
 
 
 def verbatim(reply: UpstreamReply) -> Response:
-    """Return an upstream's answer unchanged: status, body and its type."""
+    """Return an upstream's answer unchanged: status, body, its type and the headers the backend kept."""
     response = Response(reply.body, status=reply.status, content_type=reply.content_type)
     for name, value in reply.headers:
-        response.headers[name] = value
+        if name.lower() == "location":
+            value = _location_for_caller(value)
+        # Added, not set: a header the upstream repeats (Link, Vary, WWW-Authenticate) stays repeated.
+        response.headers.add(name, value)
     return response
+
+
+def _location_for_caller(location: str) -> str:
+    """Give a managed caller's redirect through the bridge its own key where the operator's is masked.
+
+    A vendor redirect keeps the query it was sent, with the operator's key the bridge put there (masked
+    by the backend): followed as it is, it would call the bridge again with `apikey=***`. A caller that
+    sent its key in the query gets it back there; one that sent it otherwise (a Bearer header, which a
+    client repeats on a redirect to the same host) gets the pair removed. A redirect to another host
+    never gets the caller's key.
+    """
+    own = g.get("credential")
+    state = runtime()
+    if own is None or not state.access.managed:
+        return location
+    if not location.startswith(state.settings.public_url.rstrip("/") + "/"):
+        return location
+    before, mark, query = location.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    masked = f"apikey={MASKED_SECRET}"
+    given = [f"apikey={quote(own.secret, safe='')}"] if own.source is CredentialSource.QUERY else []
+    pairs = [kept for pair in query.split("&") for kept in (given if pair == masked else [pair])]
+    return before + (mark if pairs else "") + "&".join(pairs) + hash_mark + fragment
 
 
 def _body() -> dict[str, str]:
