@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Settings:
     ) -> Settings:
         """Read SMSBRIDGE_* variables, apply `overrides` (field names), validate, or raise ConfigError."""
         env = os.environ if environ is None else environ
+        _refuse_unknown_variables(env)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
@@ -179,6 +181,27 @@ class Settings:
 
 ENV_PREFIX = "SMSBRIDGE_"
 _FIELD_NAMES = {f.name for f in dataclasses.fields(Settings)}
+
+
+#: SMSBRIDGE_* variables read elsewhere than Settings: gunicorn.conf.py's and the scripts'
+OTHER_VARIABLES = frozenset({"SMSBRIDGE_BIND", "SMSBRIDGE_PYTHON"})
+
+
+def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
+    """Raise ConfigError for an SMSBRIDGE_* variable no setting reads: a misspelt one would be ignored."""
+    known = {env_name(name) for name in _FIELD_NAMES} | OTHER_VARIABLES
+    unknown = sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    # Compared without the prefix every name shares, which would make any two look alike.
+    suffixes = sorted(k.removeprefix(ENV_PREFIX) for k in known)
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.6)
+    hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "the README lists every setting"
+    raise ConfigError(
+        f"{name} is not a setting smsbridge knows: {hint} (SMSBRIDGE_ names are kept for settings; "
+        "a variable a clients file names with upstream_key_env needs another prefix)"
+    )
 
 
 def env_name(field_name: str) -> str:

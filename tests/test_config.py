@@ -61,3 +61,48 @@ def test_create_app_refuses_an_invalid_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SMSBRIDGE_BACKEND", "nope")
     with pytest.raises(ConfigError, match="SMSBRIDGE_BACKEND"):
         create_app()
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggested"),
+    [
+        ("SMSBRIDGE_RATE_LIMIT_STORAGE", "SMSBRIDGE_RATELIMIT_STORAGE"),
+        ("SMSBRIDGE_BACKEN", "SMSBRIDGE_BACKEND"),
+        ("SMSBRIDGE_WEBHOOK_SECRT", "SMSBRIDGE_WEBHOOK_SECRET"),
+    ],
+)
+def test_a_misspelt_variable_stops_the_start_naming_the_setting_meant(variable: str, suggested: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: "redis://127.0.0.1:6379/0"})
+    assert str(caught.value).startswith(
+        f"{variable} is not a setting smsbridge knows: did you mean {suggested}?"
+    )
+
+
+def test_an_unknown_variable_with_no_close_setting_points_at_the_list() -> None:
+    with pytest.raises(
+        ConfigError, match=r"SMSBRIDGE_FOO is not a setting .* the README lists every setting"
+    ):
+        Settings.from_env({"SMSBRIDGE_FOO": "1"})
+
+
+def test_variables_read_outside_the_settings_are_not_refused() -> None:
+    settings = Settings.from_env({"SMSBRIDGE_BIND": "127.0.0.1:9", "SMSBRIDGE_PYTHON": "3.13"})
+    assert settings.backend == "sandbox"
+
+
+def test_gunicorn_refuses_to_start_with_a_misspelt_variable(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.test_gunicorn import GUNICORN, ROOT, free_port, gunicorn_env
+
+    env = gunicorn_env(
+        free_port(), SMSBRIDGE_DATA_DIR=str(tmp_path), SMSBRIDGE_RATE_LIMIT_STORAGE="memory://"
+    )
+    done = subprocess.run(
+        GUNICORN, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0
+    assert "smsbridge: SMSBRIDGE_RATE_LIMIT_STORAGE is not a setting" in done.stderr
+    assert "did you mean SMSBRIDGE_RATELIMIT_STORAGE?" in done.stderr
+    assert "Traceback" not in done.stderr
