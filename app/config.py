@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +112,12 @@ class Settings:
         check_limit(self.rate_limit, env_name("rate_limit"))
         if self.clients_file and not Path(self.clients_file).is_file():
             raise ConfigError(f"{env_name('clients_file')}={self.clients_file!r}: no such file")
-        if not self.ratelimit_storage.startswith(
-            ("sqlite://", "memory://", "redis://", "rediss://", "redis+sentinel://")
-        ):
+        _check_ratelimit_storage(self.ratelimit_storage)
+        if not _KEY_PREFIX.fullmatch(self.ratelimit_key_prefix):
             raise ConfigError(
-                f"{env_name('ratelimit_storage')}={self.ratelimit_storage!r}: "
-                "expected sqlite://, memory:// or redis://HOST:PORT"
+                f"{env_name('ratelimit_key_prefix')}={self.ratelimit_key_prefix!r}: expected 1 to 64 "
+                "letters, digits, '.', '_', ':' or '-' (bridges sharing a Redis share counts only when "
+                "they share the prefix)"
             )
         if self.workers > 1 and self.ratelimit_storage.startswith("memory://"):
             raise ConfigError(
@@ -278,6 +279,23 @@ def split_token_secret(value: str) -> list[bytes]:
                 "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
     return [part.encode() for part in parts]
+
+
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: the rate-limit storages: each scheme, and whether its URI names a server
+_RATELIMIT_SCHEMES = {"sqlite": False, "memory": False, "redis": True, "rediss": True, "redis+sentinel": True}
+
+
+def _check_ratelimit_storage(uri: str) -> None:
+    parts = urlsplit(uri)
+    needs_server = _RATELIMIT_SCHEMES.get(parts.scheme)
+    # sqlite:// and memory:// take nothing more: the file's place is the data directory's.
+    valid = bool(parts.netloc) if needs_server else uri == f"{parts.scheme}://"
+    if needs_server is None or not valid:
+        raise ConfigError(
+            f"{env_name('ratelimit_storage')}={uri!r}: expected sqlite:// (a file in the data directory), "
+            "memory:// or redis://HOST:PORT (also rediss:// or redis+sentinel://)"
+        )
 
 
 def check_limit(value: object, where: str) -> None:

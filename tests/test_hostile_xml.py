@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from tests.test_soap import envelope
+from tests.test_soap import envelope, fault_of
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 BODY = envelope()[envelope().index("<SOAP-ENV:Envelope") :]
@@ -127,3 +127,76 @@ def test_an_unparsable_envelope_is_not_logged_with_its_key(
     with caplog.at_level("DEBUG"):
         app.test_client().post("/sendsms/soap/", data=broken, content_type="text/xml")
     assert "secret-key-in-envelope" not in caplog.text
+
+
+def test_a_body_of_open_apikey_tags_is_refused_in_milliseconds(make_app: Callable[..., Flask]) -> None:
+    """256 KiB of `<apikey ` and no credential: a Client fault for well under 100 ms of this process's CPU.
+
+    A regex that looked for the key in the raw body backtracked quadratically on it (about 31 s of a
+    worker, until gunicorn killed it); the parser stops at the first malformed tag.
+    """
+    client = make_app("sandbox").test_client()
+    body = b"<apikey " * 32768
+    assert len(body) == 256 * 1024
+    started = time.process_time()
+    response = client.post("/sendsms/soap/", data=body, content_type="text/xml; charset=utf-8")
+    cpu = time.process_time() - started
+    assert cpu < 0.1, f"{cpu:.3f} s of CPU"
+    code, _ = fault_of(response)
+    assert code == "soap11env:Client.InvalidXml"
+
+
+def test_an_envelope_that_does_not_parse_is_refused_before_the_limiter_counts(
+    make_app: Callable[..., Flask],
+) -> None:
+    """With 1 call a minute, three broken envelopes are three InvalidXml faults, and a send still passes."""
+    client = make_app("sandbox", rate_limit="1/minute").test_client()
+    for broken in (BODY[:-30], "<apikey " * 10, "not xml"):
+        code, _ = fault_of(client.post("/sendsms/soap/", data=broken, content_type="text/xml"))
+        assert code != "soap11env:Client.RateLimited"  # not counted, so never over the limit
+        assert code == "soap11env:Client.InvalidXml"
+    send = envelope(key="sandbox-key-1")
+    assert client.post("/sendsms/soap/", data=send, content_type="text/xml").status_code == 200
+    code, _ = fault_of(client.post("/sendsms/soap/", data=send, content_type="text/xml"))
+    assert code == "soap11env:Client.RateLimited"
+
+
+@pytest.mark.parametrize(
+    "apikey",
+    [
+        # spyne resolves href="#id" itself: counted as no key (or another), sent as the referenced one
+        '<apikey href="#k"/><extra id="k">sandbox-key-1</extra>',
+        # two keys: counted under one, sent under the other
+        "<apikey>decoy</apikey><apikey>sandbox-key-1</apikey>",
+    ],
+)
+def test_an_apikey_the_limiter_and_spyne_could_read_apart_is_refused(
+    apikey: str, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app("sandbox")
+    body = BODY.replace("<apikey>k</apikey>", apikey)
+    assert body != BODY
+    response = app.test_client().post("/sendsms/soap/", data=body, content_type="text/xml")
+    code, _ = fault_of(response)
+    assert code == "soap11env:Client.InvalidXml"
+    assert app.extensions["smsbridge"].backend.sent("sandbox-key-1") == []
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        # lxml's attrib.items(), which spyne calls on each parameter, is quadratic in the attributes
+        "<apikey " + " ".join(f'a{n}="x"' for n in range(20000)) + ">k</apikey>",
+        "<apikey>k</apikey>" + "<x/>" * 60000,
+    ],
+    ids=["20000-attributes", "60000-parameters"],
+)
+def test_a_parameter_bomb_is_refused_in_milliseconds(bomb: str, make_app: Callable[..., Flask]) -> None:
+    client = make_app("sandbox").test_client()
+    body = BODY.replace("<apikey>k</apikey>", bomb).encode()
+    assert 200 * 1024 < len(body) <= 256 * 1024
+    started = time.process_time()
+    response = client.post("/sendsms/soap/", data=body, content_type="text/xml; charset=utf-8")
+    cpu = time.process_time() - started
+    assert cpu < 0.1, f"{cpu:.3f} s of CPU"
+    assert fault_of(response)[0] == "soap11env:Client.InvalidXml"

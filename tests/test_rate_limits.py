@@ -29,16 +29,24 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.test import TestResponse
 
-from app import rate_limits
+from app import limit_storages, rate_limits
+from app.config import ConfigError, Settings
 from tests.test_gunicorn import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_env
 from tests.test_soap import envelope, fault_of
 
@@ -569,36 +577,209 @@ def test_a_frozen_redis_costs_a_short_timeout_not_seconds(
     _assert_one_count_across_workers(redis_bridge, fresh_redis, "thawed")
 
 
+# --- the SOAP caller's key, read from the parsed envelope -------------------------------------------------
+
+
+def soap_post(bridge: Gunicorn, body: str) -> requests.Response:
+    """Post a SOAP envelope on a new connection."""
+    return requests.post(
+        bridge.url + "/sendsms/soap/",
+        data=body.encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8", "Connection": "close"},
+        timeout=10,
+    )
+
+
+def test_one_key_however_the_envelope_spells_it_is_one_count(default_bridge: Gunicorn) -> None:
+    """Character references, one escaped letter, CDATA and a decoy key in a comment: one client, one count.
+
+    The XML parser reads each as the same apikey, and so does spyne: 3 sends pass (3/minute), the 4th is
+    a Client.RateLimited fault and the key's REST send is then a 429. A regex over the raw bytes read
+    four different keys here, and let all four through.
+    """
+    key = new_key()
+    spellings = [
+        envelope(key="".join(f"&#x{ord(c):X};" for c in key)),
+        envelope(key=f"{key[0]}&#x{ord(key[1]):X};{key[2:]}"),
+        envelope(key=f"<![CDATA[{key}]]>"),
+        envelope(key=key).replace("<apikey>", "<!-- <apikey>decoy-key</apikey> --><apikey>", 1),
+    ]
+    answers = [soap_post(default_bridge, body) for body in spellings]
+    for answer in answers[:3]:
+        assert answer.status_code == 200, answer.text
+        assert b"Fault" not in answer.content
+    code, string = fault_of(answers[3])
+    assert code == "soap11env:Client.RateLimited", string
+    assert "3 per 1 minute" in string
+    assert answers[3].headers["Retry-After"].isdigit()
+    assert_rate_limited(send(default_bridge, key), "3 per 1 minute")
+
+
+# --- headers, and the key prefix ---------------------------------------------------------------------------
+
+
+def _rest_send(client: FlaskClient, key: str) -> TestResponse:
+    return client.get("/sendsms/", query_string={"apikey": key, "recipients": TO, "message": "Hi"})
+
+
+def test_answers_carry_the_limit_the_remaining_and_the_reset(make_app: Callable[..., Flask]) -> None:
+    """X-RateLimit-Limit, -Remaining and -Reset on every limited answer; Retry-After only on a refusal."""
+    client = make_app("sandbox", rate_limit="2/minute").test_client()
+    key = new_key()
+    started = time.time()
+    first, second, third = (_rest_send(client, key) for _ in range(3))
+    soap = client.post("/sendsms/soap/", data=envelope(key=key).encode(), content_type="text/xml")
+
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+    assert [a.headers["X-RateLimit-Limit"] for a in (first, second, third, soap)] == ["2"] * 4
+    assert [a.headers["X-RateLimit-Remaining"] for a in (first, second, third, soap)] == ["1", "0", "0", "0"]
+    for answer in (first, second, third, soap):
+        assert started + 59 <= int(answer.headers["X-RateLimit-Reset"]) <= time.time() + 61
+    assert "Retry-After" not in first.headers and "Retry-After" not in second.headers
+    assert 59 <= int(third.headers["Retry-After"]) <= 61
+    assert fault_of(soap)[0] == "soap11env:Client.RateLimited"
+    assert 59 <= int(soap.headers["Retry-After"]) <= 61
+    assert "X-RateLimit-Limit" not in client.get("/healthz").headers  # never limited
+
+
+def test_bridges_sharing_a_redis_share_counts_only_when_they_share_the_prefix(
+    fresh_redis: RedisServer, make_app: Callable[..., Flask]
+) -> None:
+    """Two bridges on one Redis with prefixes "shop-a" and "shop-b" count apart; a second "shop-a" shares."""
+
+    def bridge(prefix: str) -> FlaskClient:
+        app = make_app(
+            "sandbox", ratelimit_storage=fresh_redis.url, rate_limit="2/minute", ratelimit_key_prefix=prefix
+        )
+        return app.test_client()
+
+    shop_a, shop_b, shop_a_again = bridge("shop-a"), bridge("shop-b"), bridge("shop-a")
+    key = new_key()
+    assert [_rest_send(shop_a, key).status_code for _ in range(3)] == [200, 200, 429]
+    assert _rest_send(shop_b, key).status_code == 200
+    assert _rest_send(shop_a_again, key).status_code == 429
+    names = fresh_redis.client.keys(f"*{fingerprint(key)}*")
+    assert len(names) == 2, names
+    assert [int(fresh_redis.client.get(name)) for name in sorted(names)] == [4, 1]  # shop-a's, shop-b's
+    assert "shop-a" in sorted(names)[0] and "shop-b" in sorted(names)[1]
+
+
+@pytest.mark.parametrize("prefix", ["", "a/b", "x" * 65])
+def test_a_key_prefix_that_could_mix_counts_stops_the_start(
+    prefix: str, make_app: Callable[..., Flask]
+) -> None:
+    with pytest.raises(ConfigError, match="SMSBRIDGE_RATELIMIT_KEY_PREFIX"):
+        make_app("sandbox", ratelimit_key_prefix=prefix)
+
+
+@pytest.mark.parametrize(
+    "storage", ["sqlite:///elsewhere.db", "memcached://127.0.0.1:11211", "redis://", "memory"]
+)
+def test_a_storage_the_bridge_does_not_count_in_stops_the_start(
+    storage: str, make_app: Callable[..., Flask]
+) -> None:
+    with pytest.raises(ConfigError, match="SMSBRIDGE_RATELIMIT_STORAGE"):
+        make_app("sandbox", ratelimit_storage=storage, workers=1)
+
+
+# --- the storages: limits' own strategies on them ----------------------------------------------------------
+
+
+def test_the_storage_schemes_are_the_bridges_own_not_ones_limits_ships(tmp_path: Path) -> None:
+    """`limits` alone knows neither sqlite:// nor fallback+*://; with app.limit_storages, they are ours."""
+    schemes = [*limit_storages.SqliteStorage.STORAGE_SCHEME, *limit_storages.FallbackStorage.STORAGE_SCHEME]
+    probe = (
+        "import sys, limits.storage, limits.aio.storage\n"
+        "from limits._storage_scheme import SCHEMES\n"
+        "print(','.join(s for s in sys.argv[1:] if s in SCHEMES))\n"
+    )
+    shipped = subprocess.run(
+        [sys.executable, "-c", probe, *schemes], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert shipped.stdout.strip() == ""
+    assert isinstance(
+        storage_from_string(limit_storages.sqlite_uri(tmp_path / "x.db")), limit_storages.SqliteStorage
+    )
+    assert isinstance(storage_from_string("fallback+redis://127.0.0.1:9"), limit_storages.FallbackStorage)
+
+
 @pytest.mark.parametrize("storage", ["sqlite://", "memory://"])
 def test_local_windows_are_exact_and_start_again_when_they_end(
     storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """sqlite:// and memory:// counting: at most the limit per window, per client; a new window after it.
+    """sqlite:// and memory:// under limits' fixed-window strategy: the limit per window, then a new window.
 
     The clock is moved by hand, so the test says exactly where a window ends and needs no sleeping.
     """
     now = [1_000_000.0]
-    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
-    counts = rate_limits.ClientLimits(storage, tmp_path)
-    two = rate_limits.parsed("2/minute")
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    uri, options = rate_limits.storage_of(Settings(ratelimit_storage=storage, data_dir=tmp_path, workers=1))
+    counts = storage_from_string(uri, **options)
+    windows = FixedWindowRateLimiter(counts)
+    [two] = parse_many("2/minute")
 
-    assert [counts.hit("key:a", two) for _ in range(3)] == [None, None, two[0]]
-    assert counts.hit("key:b", two) is None  # another client, another count
+    assert [windows.hit(two, "p", "key:a") for _ in range(3)] == [True, True, False]
+    assert windows.hit(two, "p", "key:b")  # another client, another count
+    assert windows.hit(two, "other-prefix", "key:a")  # another prefix, another count
     now[0] += 30
-    assert counts.hit("key:a", two) == two[0]
-    assert counts.seconds_until_reset("key:a", two[0]) == 31  # 30 s left, rounded up past the second
+    assert not windows.hit(two, "p", "key:a")
+    assert windows.get_window_stats(two, "p", "key:a") == (1_000_060.0, 0)
     now[0] += 30  # the window that began with the first request ends
-    assert [counts.hit("key:a", two) for _ in range(3)] == [None, None, two[0]]
-    assert counts.storage_answers()
+    assert windows.get_window_stats(two, "p", "key:a") == (now[0], 2)
+    assert [windows.hit(two, "p", "key:a") for _ in range(3)] == [True, True, False]
+    assert counts.check()
+    counts.reset()
+    assert windows.get_window_stats(two, "p", "key:a") == (now[0], 2)
 
 
-def test_memory_windows_forget_clients_whose_window_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_drops_ended_windows_once_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_000_000.0]
-    monkeypatch.setattr(rate_limits.time, "time", lambda: now[0])
-    windows = rate_limits._MemoryWindows()
-    [limit] = rate_limits.parsed("5/second")
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    counts = limit_storages.SqliteStorage(limit_storages.sqlite_uri(tmp_path / "counts.sqlite3"))
     for n in range(1000):
-        assert windows.hit(limit, f"key:{n}")
-    now[0] += rate_limits.SWEEP_SECONDS
-    assert windows.hit(limit, "key:new")
-    assert len(windows._windows) == 1  # the 1000 ended windows were dropped; memory does not grow
+        assert counts.incr(f"key:{n}", 5) == 1
+    now[0] += limit_storages.SWEEP_SECONDS
+    assert counts.incr("key:new", 5) == 1
+    [(rows,)] = counts.connections.get().execute("SELECT count(*) FROM windows")
+    assert rows == 1  # the 1000 ended windows were dropped; the file does not grow
+
+
+def test_a_dead_redis_costs_one_short_timeout_a_second_and_is_used_again_within_a_second(
+    fresh_redis: RedisServer,
+) -> None:
+    """The fallback storage: exact counts in memory while Redis hangs, Redis again about a second after.
+
+    Redis is frozen (its port open, no answer) for 4 s, with a call every 0.1 s: about one call a second
+    waits for Redis (100 ms), none longer, the others count in memory at once. flask-limiter's own
+    fallback tries its storage again after 1, 2, 4, 8... s, so it would still be in memory when Redis
+    answers again here.
+    """
+    counts = storage_from_string(
+        "fallback+" + fresh_redis.url,
+        socket_connect_timeout=rate_limits.REDIS_TIMEOUT_SECONDS,
+        socket_timeout=rate_limits.REDIS_TIMEOUT_SECONDS,
+    )
+    windows = FixedWindowRateLimiter(counts)
+    [five] = parse_many("5/minute")
+    assert windows.hit(five, "p", "key:warm")
+    assert fresh_redis.client.get("LIMITS:" + five.key_for("p", "key:warm")) == "1"
+
+    fresh_redis.freeze()
+    slow, hits = 0, []
+    down_until = time.monotonic() + 4
+    while time.monotonic() < down_until:
+        started = time.monotonic()
+        hits.append(windows.hit(five, "p", "key:down"))
+        elapsed = time.monotonic() - started
+        assert elapsed < 0.5, elapsed
+        slow += elapsed > 0.09
+        time.sleep(0.1)
+    assert hits[:5] == [True] * 5 and not any(hits[5:])  # limits stay on, exact, in memory
+    assert 1 <= slow <= 6, slow  # one try a second, not one per call
+    assert not counts.check()
+
+    fresh_redis.thaw()
+    time.sleep(limit_storages.PROBE_SECONDS + 0.1)
+    assert windows.hit(five, "p", "key:back")
+    assert fresh_redis.client.get("LIMITS:" + five.key_for("p", "key:back")) == "1"
+    assert counts.check()

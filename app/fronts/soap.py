@@ -4,6 +4,10 @@ Running spyne inside a view (not as WSGI middleware) puts SOAP behind everything
 request: body size limit, error handlers, and later rate limits and the request log. The WSDL is the
 file `wsdl/sendsms.wsdl`, with its address set once from SMSBRIDGE_PUBLIC_URL, never from the Host
 header.
+
+A call's envelope is parsed once, with lxml and no DTD, entities or network, before anything else
+(the limiter reads its apikey from the tree); spyne then reads that tree written out again. An
+envelope that does not parse is a Client fault before the limiter counts anything.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import hashlib
 import io
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from lxml import etree
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
 
 # Before spyne: on Python 3.12+ spyne 2.14 imports only with this stand-in for its vendored six.
 from app import spyne_compat  # noqa: F401
@@ -43,6 +49,9 @@ WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "sendsms.wsdl"
 WSDL_PATH = "/sendsms/wsdl/sendsms.wsdl"
 ENDPOINT_PATH = "/sendsms/soap/"
 _SOAP11_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
+_SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+#: the most children of sendSms, and attributes on one of its elements, a call may have (it needs 3)
+MAX_PARTS = 32
 
 bp = Blueprint("soap", __name__)
 
@@ -159,33 +168,123 @@ def wsdl() -> Response:
 def endpoint() -> Response:
     """Serve a SOAP call (also at the WSDL's own URL, where nusoap posts when wsdl=false)."""
     try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        limit = runtime().settings.max_body_bytes
-        return fault_response("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
-    if not body.strip():
-        return fault_response("Client.InvalidXml", "the request has no SOAP envelope")
-    if b"\x00" in body:
-        # UTF-16 or UTF-32: no SOAP client here sends them, and they would hide a DOCTYPE from _DTD.
-        return fault_response("Client.InvalidXml", "only UTF-8 or ISO-8859-1 envelopes are accepted")
-    if _DTD.search(body):
-        return fault_response("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
-    body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
-    if _XML_DECL_ENCODING.match(body):
-        # The envelope names its encoding, which lxml reads. Given a charset as well, spyne decodes the
-        # bytes, lxml refuses a str that declares an encoding, and spyne parses the bytes again.
-        content_type = _CHARSET.sub("", content_type)
+        envelope = request_envelope()
+    except EnvelopeRefused as refused:
+        return fault_response(refused.code, refused.note)
     environ = dict(request.environ)
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
-    environ["CONTENT_TYPE"] = content_type
+    environ["wsgi.input"] = io.BytesIO(envelope.document)
+    environ["CONTENT_LENGTH"] = str(len(envelope.document))
+    # The document declares its encoding (UTF-8). Given a charset as well, spyne would decode the bytes,
+    # lxml would refuse a str that declares an encoding, and spyne would parse the bytes again.
+    environ["CONTENT_TYPE"] = request.mimetype or "text/xml"
     key = idempotency.requested_key()
     if key is None:
         return _call_spyne(environ)
-    # The same envelope from the same client is the same send; the charset repair made it canonical.
-    digest = hashlib.sha256(body).hexdigest()
+    # The same envelope from the same client is the same send; parsed and written again, it is canonical.
+    digest = hashlib.sha256(envelope.document).hexdigest()
     client = g.get("limit_key") or request.remote_addr or ""
     return runtime().idempotency.run(client, key, digest, lambda: _call_spyne(environ))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A SOAP call's envelope, parsed once: the limiter reads its key, spyne the document."""
+
+    #: the parsed envelope written out again as UTF-8, so spyne reads what the limiter read
+    document: bytes
+    #: sendSms's apikey as the XML parser read it (character references, CDATA, comments removed)
+    apikey: str | None
+
+
+class EnvelopeRefused(Exception):
+    """The body is no SOAP envelope the bridge reads: a Client fault, before any other work."""
+
+    def __init__(self, code: str, note: str) -> None:
+        super().__init__(note)
+        self.code = code
+        self.note = note
+
+
+def request_envelope() -> Envelope:
+    """Return this SOAP call's envelope (parsed once per request), or raise EnvelopeRefused."""
+    found = g.get("soap_envelope")
+    if found is None:
+        found = g.soap_envelope = _read_envelope()
+    if isinstance(found, EnvelopeRefused):
+        raise found
+    return found
+
+
+def refuse_bad_envelope() -> Response | None:
+    """Answer a SOAP call whose body is no envelope with a Client fault, before the limiter counts it."""
+    if request.method != "POST" or request.blueprint != bp.name:
+        return None
+    try:
+        request_envelope()
+    except EnvelopeRefused as refused:
+        return fault_response(refused.code, refused.note)
+    return None
+
+
+def _read_envelope() -> Envelope | EnvelopeRefused:
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        limit = runtime().settings.max_body_bytes
+        return EnvelopeRefused("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
+    if not body.strip():
+        return EnvelopeRefused("Client.InvalidXml", "the request has no SOAP envelope")
+    if b"\x00" in body:
+        # UTF-16 or UTF-32: no SOAP client here sends them.
+        return EnvelopeRefused("Client.InvalidXml", "only UTF-8 or ISO-8859-1 envelopes are accepted")
+    body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
+    # Without an encoding in the XML declaration, the Content-Type's charset says how to read the bytes.
+    charset = None if _XML_DECL_ENCODING.match(body) else parse_options_header(content_type)[1].get("charset")
+    try:
+        parser = etree.XMLParser(
+            encoding=charset,
+            resolve_entities=False,
+            no_network=True,
+            huge_tree=False,
+            load_dtd=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, LookupError, ValueError) as exc:
+        return EnvelopeRefused("Client.InvalidXml", f"the SOAP envelope is not well-formed XML: {exc}"[:300])
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        return EnvelopeRefused("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
+    if root.find(".//*[@href]") is not None:
+        # spyne resolves SOAP-encoded references (href="#id") itself: an apikey by reference would be
+        # counted as one client and sent as another. This document/literal service needs none.
+        return EnvelopeRefused("Client.InvalidXml", "references (href) are not accepted in a request")
+    try:
+        apikey = _apikey_of(root)
+    except ValueError as exc:
+        return EnvelopeRefused("Client.InvalidXml", str(exc))
+    return Envelope(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), apikey)
+
+
+def _apikey_of(root: etree._Element) -> str | None:
+    """Return sendSms's apikey where spyne reads it: the first child of the first Body, by local name."""
+    if root.tag != f"{{{_SOAP11_ENV}}}Envelope":
+        return None
+    body = root.find(f"{{{_SOAP11_ENV}}}Body")
+    if body is None or len(body) == 0 or etree.QName(body[0]).localname != "sendSms":
+        return None
+    operation = body[0]
+    # spyne reads every child of the operation and every attribute of each with lxml's attrib.items(),
+    # which is quadratic: 20,000 attributes on one element cost a worker about a second.
+    if len(operation) > MAX_PARTS or any(len(part.attrib) > MAX_PARTS for part in (operation, *operation)):
+        raise ValueError(f"sendSms has more than {MAX_PARTS} parameters or attributes on one element")
+    keys = [part for part in operation if etree.QName(part).localname == "apikey"]
+    if len(keys) > 1:
+        # Counted under one and sent under another, a client would choose its own count.
+        raise ValueError("sendSms has more than one apikey")
+    text = keys[0].text if keys else None
+    return (text.strip() or None) if text else None
 
 
 def _call_spyne(environ: dict) -> Response:
@@ -216,9 +315,7 @@ def _fault_outcome(code: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _LATIN1 = re.compile(r"iso-8859-1|latin-?1", re.IGNORECASE)
-_CHARSET = re.compile(r";\s*charset\s*=[^;]*", re.IGNORECASE)
 _XML_DECL_ENCODING = re.compile(rb"""^(<\?xml[^>]*?encoding\s*=\s*["'])([^"']+)(["'])""")
 
 
@@ -252,6 +349,8 @@ def init_app(app: Flask, public_url: str) -> None:
     """Build the WSDL and spyne's application once, and register the routes."""
     app.extensions["smsbridge.soap"] = _SoapState(public_url)
     app.register_blueprint(bp)
+    # At the application's level, not the blueprint's: before the limiter's own before_request.
+    app.before_request(refuse_bad_envelope)
     # spyne logs every fault with a traceback (ERROR, on spyne.application and its children) and warns
     # on each answer that its response class is "customized". A fault is an answer, not the operator's
     # error; sendSms logs what is unexpected itself.
