@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
-from app.sqlite_db import ThreadConnections
+from app.sqlite_db import Database, ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +217,7 @@ class FallbackStorage(Storage):
                 "rate-limit storage unreachable (%s): counting in this worker's memory until it answers",
                 type(exc).__name__,
             )
+
+
+#: the counts file and its migrations, for start-up (app/startup.py) to prepare before the workers start
+DATABASE = Database(COUNTS_FILE, (SqliteStorage.SCHEMA,))

@@ -1,11 +1,122 @@
-"""One SQLite connection per thread to a database file, in WAL mode: what every store here shares."""
+"""SQLite files in the data directory: prepared once (WAL, versioned schema), then one connection per thread.
+
+A database's schema is an ordered list of migrations (SQL scripts); its `PRAGMA user_version` says how
+many have been applied. Migrations are only ever appended: the first is each store's original schema,
+written with CREATE ... IF NOT EXISTS so that it also applies to files made before versions existed.
+The migrations a file lacks run in one transaction with the new version number, so a migration must
+not hold BEGIN or COMMIT itself.
+
+Preparing a file (creating it readable by its owner only, switching it to WAL, applying the migrations
+it lacks) is done once, before gunicorn forks (`app.startup.prepare`), under an exclusive lock on a file
+in the data directory, so that any number of processes preparing at once take turns. Workers then only
+open connections. A store opened on a file nobody prepared (a command-line tool, a test) prepares it
+itself, under the same lock.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import sys
 import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+#: the lock file, in the data directory, that processes preparing it take turns on
+LOCK_FILE = "prepare.lock"
+#: how long preparing waits for a lock another process holds on a database before giving up
+PREPARE_TIMEOUT = 30.0
+#: how long a worker's statement waits for another connection's write to finish
+BUSY_TIMEOUT = 5.0
+
+
+class UnusableDatabase(RuntimeError):
+    """A database in the data directory cannot be used by this version of smsbridge."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """A SQLite file in the data directory and the migrations that make its schema, oldest first."""
+
+    file_name: str
+    migrations: tuple[str, ...]
+
+
+@contextmanager
+def preparing(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's start-up lock (created with the directory if need be) until the end."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def prepare(path: Path, migrations: Sequence[str], *, timeout: float = PREPARE_TIMEOUT) -> None:
+    """Create `path` if need be, switch it to WAL and apply the migrations it lacks; hold `preparing`."""
+    if not path.exists():
+        # Made here rather than by sqlite3 so that it is never readable by others; SQLite gives its
+        # -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    with closing(sqlite3.connect(path, timeout=timeout, isolation_level=None)) as db:
+        # Switched only when it is not WAL yet: the switch needs the file to itself.
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        if mode != "wal":
+            _switch_to_wal(db, path, timeout)
+        version = _version(db, path, migrations)
+        if version == len(migrations):
+            return
+        # One transaction for every migration missing and the new version: all or nothing.
+        pending = ";\n".join(migrations[version:])  # an empty statement (;;) is no harm
+        script = f"BEGIN IMMEDIATE;\n{pending}\nPRAGMA user_version = {len(migrations)};\nCOMMIT;"
+        try:
+            db.executescript(script)
+        except BaseException:
+            if db.in_transaction:
+                db.rollback()
+            raise
+
+
+def _switch_to_wal(db: sqlite3.Connection, path: Path, timeout: float) -> None:
+    # SQLite answers "database is locked" at once, without waiting its busy timeout, when another
+    # connection holds a lock while this one changes the journal mode: wait here instead.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            if time.monotonic() >= deadline:
+                raise UnusableDatabase(
+                    f"{path} stayed locked by another process for {timeout:g} s while smsbridge "
+                    "was preparing it: stop what holds it (another smsbridge? a backup?) and start again"
+                ) from error
+            time.sleep(0.05)
+            continue
+        if mode != "wal":
+            raise UnusableDatabase(
+                f"{path}: SQLite cannot use WAL mode here ({mode}); use a local file system"
+            )
+        return
+
+
+def _version(db: sqlite3.Connection, path: Path, migrations: Sequence[str]) -> int:
+    """Return the number of migrations `db` has had; refuse a database newer than `migrations`."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(migrations):
+        raise UnusableDatabase(
+            f"{path} has schema version {version}, and this smsbridge knows versions up to "
+            f"{len(migrations)}: it was made by a newer smsbridge. Run that version, or give this one "
+            "another SMSBRIDGE_DATA_DIR"
+        )
+    return version
 
 
 def _os_thread_local() -> type:
@@ -22,26 +133,50 @@ def _os_thread_local() -> type:
 
 
 class ThreadConnections:
-    """Open `path` once per thread (sqlite3 connections must not cross threads), schema applied once."""
+    """Open `path` once per thread (sqlite3 connections must not cross threads), preparing it if no one has.
 
-    def __init__(self, path: Path, schema: str, *, autocommit: bool = False, durable: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    `migrations` is the ordered list of the database's migrations (a single string is one migration).
+    """
+
+    def __init__(
+        self, path: Path, migrations: str | Sequence[str], *, autocommit: bool = False, durable: bool = True
+    ) -> None:
         self.path = path
+        self.migrations = (migrations,) if isinstance(migrations, str) else tuple(migrations)
         self._autocommit = autocommit
         # NORMAL: a commit survives a crash of the process, not always of the machine. OFF (`durable`
         # false): never an fsync, for what may be lost with the machine, such as rate-limit counts.
         self._synchronous = "NORMAL" if durable else "OFF"
         self._local = _os_thread_local()()
-        with self.get() as db:
-            db.executescript(schema)
+        try:
+            prepared = self._is_prepared()
+        except BaseException:
+            self.close()
+            raise
+        if not prepared:
+            self.close()
+            with preparing(path.parent):
+                prepare(path, self.migrations)
+
+    def _is_prepared(self) -> bool:
+        """Say whether the file is in WAL mode with every migration applied (reads only, takes no lock)."""
+        if not self.path.exists():
+            return False
+        db = self.get()
+        version = _version(db, self.path, self.migrations)
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+        return version == len(self.migrations) and mode == "wal"
 
     def get(self) -> sqlite3.Connection:
         """Return this thread's connection."""
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None if self._autocommit else "")
+            # The journal mode is the file's, set once when it was prepared: setting it here again
+            # would need the file to itself, and fail while a sibling writes.
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None if self._autocommit else ""
+            )
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             self._local.db = db
         return db

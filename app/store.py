@@ -10,7 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from app.sqlite_db import ThreadConnections
+from app.sqlite_db import Database, ThreadConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS received_flags (
@@ -39,13 +39,15 @@ CREATE TABLE IF NOT EXISTS resends (
     PRIMARY KEY (account, guid, attempt)
 );
 """
+#: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
+DATABASE = Database("state.sqlite3", (SCHEMA,))
 
 
 class StateStore:
     """Small per-account facts kept by the bridge itself."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._connections = ThreadConnections(data_dir / "state.sqlite3", SCHEMA)
+        self._connections = ThreadConnections(data_dir / DATABASE.file_name, DATABASE.migrations)
 
     def received_flags(self, account: str) -> dict[str, tuple[bool, str | None]]:
         """Return {guid: (read, alias)} for an account's received messages that have any."""
@@ -94,7 +96,7 @@ class StateStore:
                 (account, guid),
             ).fetchone()
             db.execute(
-                "INSERT INTO resends VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO resends (account, guid, attempt, new_guid, created_at) VALUES (?, ?, ?, ?, ?)",
                 (account, guid, attempt, new_guid, int(time.time())),
             )
         return attempt
@@ -127,6 +129,10 @@ class StateStore:
         """Give up a claim whose request sent nothing, so that a repeat may try again."""
         with self._db() as db:
             db.execute("DELETE FROM idempotency WHERE scope = ? AND done = 0", (scope,))
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        self._connections.close()
 
     def _db(self) -> sqlite3.Connection:
         return self._connections.get()

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.sqlite_db import ThreadConnections
+from app.sqlite_db import Database, ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (status, next_attempt_at);
 """
+#: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
+DATABASE = Database("webhooks.sqlite3", (SCHEMA,))
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,9 @@ class EventStore:
     """The events waiting, delivered and dead."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._connections = ThreadConnections(data_dir / "webhooks.sqlite3", SCHEMA, autocommit=True)
+        self._connections = ThreadConnections(
+            data_dir / DATABASE.file_name, DATABASE.migrations, autocommit=True
+        )
 
     def add(
         self, client: str, event_type: str, data: dict, target: Target, *, event_id: str | None = None
@@ -174,6 +178,10 @@ class EventStore:
         """Return how many events are pending, delivered and dead."""
         rows = self._db().execute("SELECT status, COUNT(*) FROM webhook_events GROUP BY status").fetchall()
         return {status: n for status, n in rows}
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        self._connections.close()
 
     def _db(self) -> sqlite3.Connection:
         return self._connections.get()

@@ -24,7 +24,7 @@ from app.errors import (
     UnknownDevice,
     UnknownMessage,
 )
-from app.sqlite_db import ThreadConnections
+from app.sqlite_db import Database, ThreadConnections
 from app.vocabulary import (
     Credential,
     Device,
@@ -86,6 +86,8 @@ CREATE TABLE IF NOT EXISTS received_sms (
 );
 CREATE INDEX IF NOT EXISTS received_sms_account ON received_sms (account, channel, received_at);
 """
+#: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
+DATABASE = Database("sandbox.sqlite3", (SCHEMA,))
 INSERT_SENT = """
 INSERT INTO sent_sms (guid, account, recipient, message, port, sidentifiant, via_sms, via_whatsapp,
                       encrypted, shorturl, url_media, schedule_timestamp, created_at, status, sent_at)
@@ -105,7 +107,7 @@ class SandboxBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._db = ThreadConnections(settings.data_dir / "sandbox.sqlite3", SCHEMA)
+        self._db = ThreadConnections(settings.data_dir / DATABASE.file_name, DATABASE.migrations)
 
     # --- sending -------------------------------------------------------------------------------------
 
@@ -352,7 +354,8 @@ class SandboxBackend(Backend):
         account = self._account(credential)
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO devices (account, sid, label, phone_number, last_seen)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (account, sid, label, phone_number, int(time.time())),
             )
         return next(d for d in self.devices(credential) if d.sid == sid)
@@ -374,7 +377,8 @@ class SandboxBackend(Backend):
             with db:
                 if db.execute("INSERT OR IGNORE INTO accounts (account) VALUES (?)", (account,)).rowcount:
                     db.execute(
-                        "INSERT OR IGNORE INTO devices VALUES (?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO devices (account, sid, label, phone_number, last_seen)"
+                        " VALUES (?, ?, ?, ?, ?)",
                         (account, *FIRST_DEVICE, int(time.time())),
                     )
         return account
