@@ -169,6 +169,8 @@ class Settings:
             raise ConfigError(f"{env_name('max_body_bytes')} must be at least 4096")
         if self.upstream_ca_bundle and not Path(self.upstream_ca_bundle).is_file():
             raise ConfigError(f"{env_name('upstream_ca_bundle')}={self.upstream_ca_bundle!r}: no such file")
+        if self.upstream_proxy is not None:
+            _check_proxy_url(self.upstream_proxy)
         if self.default_region is not None and self.default_region not in REGIONS:
             raise ConfigError(
                 f"{env_name('default_region')}={self.default_region!r}: expected the two-letter code "
@@ -305,6 +307,23 @@ def check_limit(value: object, where: str) -> None:
             raise ValueError(value)
     except ValueError:
         raise ConfigError(f"{where}={value!r}: expected a rate limit such as '10/minute;500/day'") from None
+
+
+def _check_proxy_url(url: str) -> None:
+    """Raise ConfigError unless `url` is an http:// or https:// proxy URL with a host (never echo it)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a port that is not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid = valid and parts.path in ("", "/") and not parts.query and not parts.fragment
+    except ValueError:
+        valid = False
+    if not valid:
+        # The value may hold the proxy's password: name the variable, not its value.
+        raise ConfigError(
+            f"{env_name('upstream_proxy')}: expected an http:// or https:// proxy URL with a host, "
+            "such as http://user:password@proxy.example:3128"
+        )
 
 
 def _check_base_url(name: str, url: str) -> None:

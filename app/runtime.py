@@ -36,6 +36,7 @@ class Runtime:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_hours * 3600,
             allow_private=settings.webhook_allow_private,
+            settings=settings,
         )
         if self.events.counts() or settings.webhook_url or self.access.any_webhook():
             # Events left by a previous run, or replayed from the command line, go on being delivered.

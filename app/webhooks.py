@@ -34,9 +34,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from app.errors import BackendError
 from app.sqlite_db import Database, ThreadConnections
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +253,7 @@ class Deliverer:
         timeout: float,
         retry_window: float,
         allow_private: bool,
+        settings: Settings | None = None,
         poll: float = 0.5,
     ) -> None:
         self.store = store
@@ -258,10 +264,20 @@ class Deliverer:
         self._wake = threading.Event()
         # Imported here, in the worker: gunicorn's master imports this module (for `check_target`), and
         # an ssl module imported there would come before gevent's monkey-patching in the workers.
-        import requests
+        from app.config import Settings
+        from app.upstream import UpstreamHttp
 
-        self._session = requests.Session()
-        self._session.trust_env = False
+        # The bridge's one HTTP stack: its pools, deadline and egress proxy, with the webhook timeout,
+        # and the system's CAs (SMSBRIDGE_UPSTREAM_CA_BUNDLE is for the upstream, not for receivers).
+        self._http = UpstreamHttp(
+            settings or Settings(),
+            "webhook",
+            timeout=(timeout, timeout),
+            trust_ca_bundle=False,
+            peer_check=None if allow_private else _refuse_private,
+        )
+        # requests' API on those pools: only the status matters, so a long answer is cut, not refused.
+        self._session = self._http.session(answer_limit=MAX_ANSWER_BYTES)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         #: called with the event type of each failed attempt (metrics count them)
@@ -309,21 +325,16 @@ class Deliverer:
         body, headers = rendered
         try:
             self._check_address(event["url"])
-            with self._session.post(
-                event["url"],
-                data=body,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-            ) as answer:
-                answer.raw.read(MAX_ANSWER_BYTES, decode_content=False)
-                ok = 200 <= answer.status_code < 300
-                error = "" if ok else f"HTTP {answer.status_code}"
+            # A redirect is not followed: the receiver is the URL the client gave, nothing else.
+            answer = self._session.post(event["url"], data=body, headers=headers, allow_redirects=False)
+            ok = 200 <= answer.status_code < 300
+            error = "" if ok else f"HTTP {answer.status_code}"
         except UnsafeTarget as exc:
             ok, error = False, str(exc)
-        except (ValueError, OSError) as exc:  # requests' RequestException is an OSError
-            # requests' own messages hold the URL, which may hold a receiver's secret: name the kind only.
+        except BackendError as exc:
+            ok, error = False, exc.note  # says what failed, never the URL (it may hold a receiver's secret)
+        except (ValueError, OSError) as exc:
+            # Name the kind only: a message could hold the URL, which may hold a receiver's secret.
             ok, error = False, type(exc).__name__
         if ok:
             self.store.delivered(event["id"])
@@ -339,13 +350,19 @@ class Deliverer:
         host = urlsplit(url).hostname or ""
         if self.allow_private:
             return
+        # Every address of the name, before connecting; the one connected to is checked again then.
         for info in socket.getaddrinfo(host, None):
-            address = ipaddress.ip_address(info[4][0])
-            if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-                raise UnsafeTarget(
-                    f"refused: {host} is a private, loopback or link-local address "
-                    "(SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
-                )
+            _refuse_private(info[4][0], host)
+
+
+def _refuse_private(address: str, host: str | None = None) -> None:
+    """Raise UnsafeTarget if `address` is private, loopback, link-local or reserved."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone (fe80::1%eth0) is not part of it
+    if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved:
+        raise UnsafeTarget(
+            f"refused: {host or 'the target'} is a private, loopback or link-local address "
+            "(SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
+        )
 
 
 def main(argv: list[str]) -> int:

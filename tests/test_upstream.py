@@ -10,7 +10,10 @@ address 127.0.0.1, made with the openssl command.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
+import logging
+import os
 import socket
 import ssl
 import subprocess
@@ -27,11 +30,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from app import upstream
-from app.config import Settings
-from app.errors import BackendConnectionLost
+from app.config import ConfigError, Settings
+from app.errors import BackendConnectionLost, BackendTimeout, BackendUnreachable
 from app.upstream import UpstreamHttp
+from app.webhooks import Deliverer, EventStore, Target, UnsafeTarget, _refuse_private
 from tests.conftest import GOOD_KEY
+from tests.fakes.forward_proxy import ForwardProxy
 from tests.fakes.mobsms import FakeMobsms
+from tests.fakes.raw_http import AnswerFn, RawUpstream, answer_with, trickle
 from tests.fakes.server import Received, Reply
 
 TO = "+32470000001"
@@ -277,9 +283,10 @@ def test_a_connection_idle_longer_than_idle_seconds_is_closed_not_used(
 
 
 def test_concurrent_sends_leave_at_most_pool_size_connections_open(
-    counted: Callable[..., Counted], make_app: Callable[..., Flask]
+    counted: Callable[..., Counted], make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Five sends at once need five connections; with a pool of 2, only two stay open, and are used again."""
+    caplog.set_level(logging.WARNING)
     fake = counted()
     app = make_app("mobsms", mobsms_url=fake.url, upstream_pool_size=2)
     # Each answer takes 0.3 s, so that the five sends overlap and each needs a connection of its own.
@@ -307,6 +314,7 @@ def test_concurrent_sends_leave_at_most_pool_size_connections_open(
     check_sent(send(client))
     assert len(fake.accepted) == 5, "the pooled connections were not used again"
     assert len(fake.received) == 7
+    assert "pool is full" not in caplog.text, "a warning for each send over the pool's size"
 
 
 # --- what goes out and what comes back --------------------------------------------------------------------
@@ -447,3 +455,489 @@ def test_a_control_character_never_reaches_the_request_head(canned: Callable[[by
     with pytest.raises(ValueError, match="control character"):
         http.request("GET", server.url + "/", headers={"X-Note": "a\r\nX-Injected: 1"})
     assert len(server.requests) == 1
+
+
+# --- strict framing: nothing of one answer reaches the next caller, no lax length ----------------------
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawUpstream]]:
+    """Start `RawUpstream`s; each is stopped (and its trickles ended) at the end of the test."""
+    servers: list[RawUpstream] = []
+
+    def start(answer: AnswerFn, tls: ssl.SSLContext | None = None) -> RawUpstream:
+        servers.append(RawUpstream(answer, tls))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def numbered(extra: bytes, *, apart: bool) -> AnswerFn:
+    """Answer request N with "answerN"; after the first answer, write `extra` (at once, or 50 ms later)."""
+
+    def answer(connection: socket.socket, number: int, head: bytes) -> bool:
+        body = f"answer{number}".encode()
+        first = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        if number == 1 and not apart:
+            connection.sendall(first + extra)
+        else:
+            connection.sendall(first)
+            if number == 1:
+                time.sleep(0.05)
+                connection.sendall(extra)
+        return True
+
+    return answer
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["in-one-write", "written-after"])
+def test_bytes_past_content_length_never_reach_the_next_caller(
+    raw: Callable[..., RawUpstream], apart: bool
+) -> None:
+    """An upstream writes a second, unasked answer after the first: the next call gets its own answer."""
+    foreign = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nforeign"
+    server = raw(numbered(foreign, apart=apart))
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms")
+    assert http.request("GET", server.url + "/first").content == b"answer1"
+    time.sleep(0.15)
+    second = http.request("GET", server.url + "/second")
+    assert second.content == b"answer2", (
+        "the second caller got bytes the upstream wrote after the first answer"
+    )
+    assert len(server.heads) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n 5 \r\nhello\r\n0x0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5_0\r\n\r\n" + b"x" * 50,
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nuntil the connection closes",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    ],
+    ids=["chunk+5", "chunk0x5", "chunk1_0", "chunk-5", "last-chunk0x0", "length+5", "length5_0", "length-1",
+         "two-lengths", "a-length-twice"],
+)  # fmt: skip
+def test_a_chunk_size_or_length_that_is_not_plain_digits_is_a_broken_answer(
+    raw: Callable[..., RawUpstream], answer: bytes
+) -> None:
+    """Python's int() reads "+5", "0x5", "1_0", "-5"; HTTP says digits only: the answer is refused."""
+    server = raw(answer_with(answer, keep=False))
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms")
+    with pytest.raises(BackendConnectionLost, match="may have been sent"):
+        http.request("GET", server.url + "/x")
+    assert len(server.heads) == 1
+
+
+def test_plain_lengths_and_chunk_extensions_are_read(
+    raw: Callable[..., RawUpstream],
+) -> None:
+    """What HTTP does allow still reads: spaces around a length, upper-case hex, a chunk extension."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length:  5 \r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA;ext=1\r\n0123456789\r\n0\r\n\r\n",
+    ]
+
+    def answer(connection: socket.socket, number: int, head: bytes) -> bool:
+        connection.sendall(answers[number - 1])
+        return True
+
+    server = raw(answer)
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms")
+    assert http.request("GET", server.url + "/a").content == b"hello"
+    assert http.request("GET", server.url + "/b").content == b"0123456789"
+
+
+# --- an early answer ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("close", ["close", "shutdown-then-close"])
+def test_an_early_error_answer_is_returned_as_that_answer(
+    raw: Callable[..., RawUpstream], close: str
+) -> None:
+    """The upstream answers 413 and closes while the body is still being written: the 413 comes back."""
+
+    def refuse(connection: socket.socket, number: int, head: bytes) -> bool:
+        connection.sendall(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 19\r\nConnection: close\r\n\r\n{"error":"too big"}'
+        )
+        if close == "shutdown-then-close":
+            connection.shutdown(socket.SHUT_WR)
+            time.sleep(0.2)
+        return False
+
+    server = raw(refuse)
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms")
+    answer = http.request("POST", server.url + "/api/sms", data=b"x" * (16 * 1024 * 1024))
+    assert (answer.status_code, answer.json()) == (413, {"error": "too big"})
+
+
+# --- the total deadline --------------------------------------------------------------------------------
+
+#: the deadline of these tests' calls: connect 0.5 s + read 1 s; trickles come every 0.25 s, well
+#: inside the read timeout, so only a total deadline ends them
+FAST = Settings(connect_timeout=0.5, read_timeout=1.0)
+DEADLINE = 1.5
+
+
+def trickling(prefix: bytes, drip: bytes, piece: int, stopping: threading.Event) -> AnswerFn:
+    """Write `prefix` at once, then `drip` `piece` bytes every 0.25 s (for 30 s at most)."""
+
+    def answer(connection: socket.socket, number: int, head: bytes) -> bool:
+        connection.sendall(prefix)
+        trickle(stopping, connection, drip, 0.25, piece)
+        return False
+
+    return answer
+
+
+@pytest.fixture
+def stopping() -> Iterator[threading.Event]:
+    """Set at the end of the test: ends the trickles."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "prefix", "drip", "piece"),
+    [
+        ("http", b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 120, 1),
+        ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 120\r\n\r\n", b"b" * 120, 1),
+        ("https", b"HTTP/1.1 200 OK\r\nContent-Length: 120\r\n\r\n", b"b" * 120, 1),
+        ("http", b"", CONTINUE * 120, len(CONTINUE)),
+    ],
+    ids=["trickling-header", "trickling-body", "trickling-body-tls", "endless-100-continue"],
+)
+@pytest.mark.parametrize("through", ["request", "requests-session"])
+def test_an_upstream_that_trickles_is_cut_at_the_total_deadline(
+    through: str,
+    raw: Callable[..., RawUpstream],
+    stopping: threading.Event,
+    tls_server: ssl.SSLContext,
+    certificate: tuple[Path, Path],
+    scheme: str,
+    prefix: bytes,
+    drip: bytes,
+    piece: int,
+) -> None:
+    """Whatever the upstream trickles, a call ends at connect + read timeout, as may have been sent."""
+    server = raw(trickling(prefix, drip, piece, stopping), tls_server if scheme == "https" else None)
+    settings = dataclasses.replace(FAST, upstream_ca_bundle=str(certificate[0]))
+    http = UpstreamHttp(settings, "mobsms")
+    started = time.monotonic()
+    with pytest.raises(BackendTimeout, match="may have been sent"):
+        if through == "request":
+            http.request("POST", server.url + "/api/sms", json={"to": TO})
+        else:  # requests' API on the same pools, as the webhook deliverer calls it
+            http.session().post(server.url + "/api/sms", json={"to": TO}, allow_redirects=False)
+    elapsed = time.monotonic() - started
+    # Per socket operation, the read timeout (1 s) would never fire: each byte comes within 0.25 s.
+    assert DEADLINE - 0.05 < elapsed < DEADLINE + 0.5, (
+        f"cut after {elapsed:.2f} s, the deadline is {DEADLINE} s"
+    )
+    assert len(server.heads) == 1
+
+
+def test_the_deadline_does_not_cut_a_call_that_ended_nor_the_next_on_its_connection(
+    raw: Callable[..., RawUpstream],
+) -> None:
+    """A finished call's deadline passing later does nothing to the kept-alive connection it used."""
+    server = raw(answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    http = UpstreamHttp(Settings(connect_timeout=0.2, read_timeout=0.3), "mobsms")
+    for _ in range(3):
+        assert http.request("GET", server.url + "/x").content == b"ok"
+        time.sleep(0.6)  # past the call's deadline (0.5 s), within IDLE_SECONDS
+    assert server.connections == 1, "a finished call's deadline shut its connection down"
+
+
+def test_the_total_deadline_also_holds_in_a_gevent_patched_process(tmp_path: Path) -> None:
+    """gunicorn's gevent worker: the watchdog is a greenlet, and a cut wakes the greenlet reading."""
+    script = tmp_path / "gevent_deadline.py"
+    script.write_text(GEVENT_SCRIPT)
+    # PYTHONPATH: this tree's `app`, whatever the virtual environment has installed.
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=environment
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    elapsed, other = map(float, done.stdout.split())
+    assert DEADLINE - 0.05 < elapsed < DEADLINE + 0.5, f"cut after {elapsed:.2f} s under gevent"
+    assert other < 0.5, f"another greenlet's call waited {other:.2f} s: the hub was blocked"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GEVENT_SCRIPT = """\
+from gevent import monkey
+
+monkey.patch_all()
+
+import socket, threading, time
+import gevent
+from app.config import Settings
+from app.errors import BackendTimeout
+from app.upstream import UpstreamHttp
+
+listener = socket.create_server(("127.0.0.1", 0))
+url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+
+
+def serve():
+    while True:
+        connection, _ = listener.accept()
+        gevent.spawn(answer, connection)
+
+
+def answer(connection):
+    head = connection.recv(65536)
+    if b"/fast" in head:
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+        return
+    connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\n")
+    for _ in range(100):
+        gevent.sleep(0.25)
+        connection.sendall(b"b")
+
+
+gevent.spawn(serve)
+http = UpstreamHttp(Settings(connect_timeout=0.5, read_timeout=1.0), "mobsms")
+
+
+def slow():
+    started = time.monotonic()
+    try:
+        http.request("GET", url + "/slow")
+    except BackendTimeout:
+        return time.monotonic() - started
+    raise SystemExit("no BackendTimeout")
+
+
+def fast():
+    gevent.sleep(0.2)
+    started = time.monotonic()
+    assert http.request("GET", url + "/fast").content == b"ok"
+    return time.monotonic() - started
+
+
+slow_call, fast_call = gevent.spawn(slow), gevent.spawn(fast)
+gevent.joinall([slow_call, fast_call], raise_error=True)
+print(slow_call.value, fast_call.value)
+"""
+
+
+# --- egress proxies ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxies() -> Iterator[Callable[..., ForwardProxy]]:
+    """Start forward proxies on 127.0.0.1, stopped at the end of the test."""
+    started: list[ForwardProxy] = []
+
+    def start(credentials: str | None = None) -> ForwardProxy:
+        started.append(ForwardProxy(credentials))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Clear the proxy variables of the environment the tests run in."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_smsbridge_upstream_proxy_carries_plain_sends_with_its_credentials_never_logged(
+    counted: Callable[..., Counted],
+    proxies: Callable[..., ForwardProxy],
+    no_proxy_env: pytest.MonkeyPatch,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """http through SMSBRIDGE_UPSTREAM_PROXY: absolute-form, Proxy-Authorization, no password in logs."""
+    fake = counted()
+    proxy = proxies("smsbridge:s3cr@t")
+    # A dead proxy in the environment: the setting overrides it.
+    no_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    setting = f"http://smsbridge:s3cr%40t@127.0.0.1:{proxy.port}"
+    caplog.set_level(logging.DEBUG)
+    client = make_app("mobsms", mobsms_url=fake.url, upstream_proxy=setting).test_client()
+    check_sent(send(client))
+    check_sent(send(client))
+    assert [(seen.method, seen.target) for seen in proxy.seen] == [("POST", fake.url + "/api/sms")] * 2
+    assert {seen.proxy_authorization for seen in proxy.seen} == {proxy.expected}
+    assert [(r.method, r.path) for r in fake.received] == [("POST", "/api/sms")] * 2
+    assert all("proxy-authorization" not in r.headers for r in fake.received)
+    assert "s3cr" not in caplog.text, "the proxy's password reached a log"
+
+
+def test_smsbridge_upstream_proxy_tunnels_https_with_connect(
+    counted: Callable[..., Counted],
+    proxies: Callable[..., ForwardProxy],
+    no_proxy_env: pytest.MonkeyPatch,
+    tls_server: ssl.SSLContext,
+    certificate: tuple[Path, Path],
+    make_app: Callable[..., Flask],
+) -> None:
+    """An https upstream through the proxy: one CONNECT, then TLS to the upstream, verified, kept alive."""
+    fake = counted(tls=tls_server)
+    proxy = proxies()
+    client = make_app(
+        "mobsms", mobsms_url=fake.url, upstream_proxy=proxy.url, upstream_ca_bundle=str(certificate[0])
+    ).test_client()
+    check_sent(send(client))
+    check_sent(send(client))
+    authority = fake.url.removeprefix("https://")
+    assert [(seen.method, seen.target) for seen in proxy.seen] == [("CONNECT", authority)]
+    assert [(r.method, r.path) for r in fake.received] == [("POST", "/api/sms")] * 2
+    assert len(fake.accepted) == 1 and isinstance(fake.accepted[0], ssl.SSLSocket)
+
+
+@pytest.mark.parametrize("case", ["upper", "lower"])
+def test_https_proxy_and_http_proxy_from_the_environment_are_honoured(
+    counted: Callable[..., Counted],
+    proxies: Callable[..., ForwardProxy],
+    no_proxy_env: pytest.MonkeyPatch,
+    tls_server: ssl.SSLContext,
+    certificate: tuple[Path, Path],
+    case: str,
+) -> None:
+    """HTTP_PROXY for http upstreams, HTTPS_PROXY (CONNECT) for https ones, in either case of name."""
+    plain, tls = counted(), counted(tls=tls_server)
+    plain_proxy, tls_proxy = proxies(), proxies()
+    name = str.upper if case == "upper" else str.lower
+    no_proxy_env.setenv(name("HTTP_PROXY"), plain_proxy.url)
+    no_proxy_env.setenv(name("HTTPS_PROXY"), tls_proxy.url.removeprefix("http://"))  # no scheme: http
+    http = UpstreamHttp(
+        Settings(connect_timeout=2.0, read_timeout=5.0, upstream_ca_bundle=str(certificate[0])), "mobsms"
+    )
+    assert http.request("GET", plain.url + "/api/sms").status_code in (200, 401)
+    assert http.request("GET", tls.url + "/api/sms").status_code in (200, 401)
+    assert [(s.method, s.target) for s in plain_proxy.seen] == [("GET", plain.url + "/api/sms")]
+    assert [(s.method, s.target) for s in tls_proxy.seen] == [("CONNECT", tls.url.removeprefix("https://"))]
+    assert len(plain.received) == len(tls.received) == 1
+
+
+def test_no_proxy_sends_the_named_hosts_direct(
+    counted: Callable[..., Counted], proxies: Callable[..., ForwardProxy], no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY naming the upstream's host: the call goes direct, the proxy sees nothing."""
+    fake, proxy = counted(), proxies()
+    no_proxy_env.setenv("HTTP_PROXY", proxy.url)
+    no_proxy_env.setenv("NO_PROXY", "example.org,127.0.0.1")
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms")
+    http.request("GET", fake.url + "/api/sms")
+    assert proxy.seen == []
+    assert len(fake.received) == 1
+
+
+def test_a_proxy_refusing_the_tunnel_means_nothing_was_sent(
+    counted: Callable[..., Counted],
+    proxies: Callable[..., ForwardProxy],
+    no_proxy_env: pytest.MonkeyPatch,
+    tls_server: ssl.SSLContext,
+    certificate: tuple[Path, Path],
+) -> None:
+    """A 407 to CONNECT (wrong credentials): BackendUnreachable, nothing reached the upstream."""
+    fake, proxy = counted(tls=tls_server), proxies("smsbridge:right")
+    settings = Settings(
+        connect_timeout=2.0,
+        read_timeout=5.0,
+        upstream_ca_bundle=str(certificate[0]),
+        upstream_proxy=f"http://smsbridge:wrong@127.0.0.1:{proxy.port}",
+    )
+    with pytest.raises(BackendUnreachable, match="nothing was sent"):
+        UpstreamHttp(settings, "mobsms").request("POST", fake.url + "/api/sms", json={"to": TO})
+    assert [s.method for s in proxy.seen] == ["CONNECT"]
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    "value", ["egress.internal:3128", "socks5://egress.internal:1080", "ftp://egress", "http://h:port"]
+)
+def test_smsbridge_upstream_proxy_must_be_an_http_url_with_a_host(value: str) -> None:
+    """A proxy the bridge cannot use stops start-up, naming the variable but never echoing the value."""
+    with pytest.raises(ConfigError, match="SMSBRIDGE_UPSTREAM_PROXY") as refused:
+        Settings(upstream_proxy=value).validate()
+    assert value not in str(refused.value)
+
+
+# --- redirects --------------------------------------------------------------------------------------------
+
+
+def test_a_redirect_is_returned_as_it_came_not_followed(raw: Callable[..., RawUpstream]) -> None:
+    """A 302 comes back with its Location: the bridge never sends the SMS somewhere else on its own."""
+    server = raw(
+        answer_with(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n"
+        )
+    )
+    answer = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "mobsms").request(
+        "POST", server.url + "/api/sms", json={"to": TO}
+    )
+    assert (answer.status_code, answer.headers["location"]) == (302, "http://127.0.0.1:9/elsewhere")
+    assert len(server.heads) == 1
+
+
+# --- the address connected to ------------------------------------------------------------------------
+
+
+def test_the_peer_check_sees_the_address_connected_to_and_can_refuse_it_before_a_byte_is_written(
+    raw: Callable[..., RawUpstream],
+) -> None:
+    """The webhook deliverer's check of private addresses runs on the connection made, not on a lookup."""
+    server = raw(answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    seen: list[str] = []
+    http = UpstreamHttp(Settings(connect_timeout=2.0, read_timeout=5.0), "webhook", peer_check=seen.append)
+    assert http.request("POST", server.url.replace("127.0.0.1", "localhost") + "/hook").content == b"ok"
+    assert seen in (["127.0.0.1"], ["::1"])
+
+    guarded = UpstreamHttp(
+        Settings(connect_timeout=2.0, read_timeout=5.0), "webhook", peer_check=_refuse_private
+    )
+    with pytest.raises(UnsafeTarget, match="private, loopback"):
+        guarded.request("POST", server.url + "/hook", data=b"{}")
+    assert len(server.heads) == 1, "a request was written on a connection the check refused"
+
+
+def test_webhook_delivery_goes_through_the_same_client_and_egress_proxy(
+    raw: Callable[..., RawUpstream],
+    proxies: Callable[..., ForwardProxy],
+    no_proxy_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """One HTTP stack: a webhook is delivered by UpstreamHttp, through SMSBRIDGE_UPSTREAM_PROXY too."""
+    receiver = raw(answer_with(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    proxy = proxies()
+    store = EventStore(tmp_path)
+    deliverer = Deliverer(
+        store,
+        timeout=2.0,
+        retry_window=3600,
+        allow_private=True,
+        settings=Settings(upstream_proxy=proxy.url),
+    )
+    store.add("acme", "sms.sent", {"message_id": "m1"}, Target(receiver.url + "/hook", "v2", "s" * 32))
+    assert deliverer.deliver_due() == 1
+    assert [(seen.method, seen.target) for seen in proxy.seen] == [("POST", receiver.url + "/hook")]
+    [head] = receiver.heads
+    assert head.startswith(b"POST /hook HTTP/1.1\r\n")
+    assert b"\r\nuser-agent: smsbridge" in head.lower()
+    assert store.counts().get("delivered") == 1, store.counts()
+    store.close()

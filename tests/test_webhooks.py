@@ -626,7 +626,7 @@ def test_an_event_arrives_once_with_its_id_after_the_receiver_comes_back(
         timeout=3,
     )
     assert row["status"] == "pending"
-    assert "Connection" in row["last_error"], row["last_error"]
+    assert "refused the connection" in row["last_error"], row["last_error"]
     assert row["next_attempt_at"] > time.time()
     receiver.reopen_port()
 
