@@ -5,10 +5,10 @@ import shutil
 
 # Metrics are summed over the workers through files in this directory (prometheus_client's
 # multiprocess mode). It must be set before anything imports prometheus_client, so before the app.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("SMSBRIDGE_DATA_DIR") or "data", "metrics")
-)
-os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_data_dir = os.environ.get("SMSBRIDGE_DATA_DIR") or "data"
+os.makedirs(_data_dir, mode=0o700, exist_ok=True)  # the owner's only, as app.startup makes it
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_data_dir, "metrics"))
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
 
 from gunicorn import glogging  # noqa: E402
 

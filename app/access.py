@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.backends import BACKEND_CLASSES, Backend
+from app.backends import BACKEND_NAMES, Backend
 from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
 from app.tokens import TokenSigner, is_token
@@ -299,8 +299,8 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
             raise ConfigError(f"{where} shares a key_sha256 with another client")
         seen_hashes |= set(hashes)
         backend = spec.get("backend")
-        if not isinstance(backend, str) or backend not in BACKEND_CLASSES:
-            raise ConfigError(f"{where} backend must be one of {', '.join(BACKEND_CLASSES)}")
+        if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+            raise ConfigError(f"{where} backend must be one of {', '.join(BACKEND_NAMES)}")
         upstream = spec.get("upstream_key")
         if "upstream_key_env" in spec:
             if not isinstance(spec["upstream_key_env"], str):
@@ -324,8 +324,8 @@ def parse_clients_file(raw: bytes, path: Path) -> tuple[dict[str, ClientEntry], 
                 raise ConfigError(f"{where} failover_upstream_key_env must name an environment variable")
             failover_key = os.environ.get(spec["failover_upstream_key_env"])
         if failover is not None:
-            if not isinstance(failover, str) or failover not in BACKEND_CLASSES or failover == backend:
-                raise ConfigError(f"{where} failover_backend must be another of {', '.join(BACKEND_CLASSES)}")
+            if not isinstance(failover, str) or failover not in BACKEND_NAMES or failover == backend:
+                raise ConfigError(f"{where} failover_backend must be another of {', '.join(BACKEND_NAMES)}")
             if not isinstance(failover_key, str | None) or (not failover_key and failover != "sandbox"):
                 raise ConfigError(f"{where} needs failover_upstream_key(_env): the {failover} credential")
         webhook = _webhook_of(spec, where)
