@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -132,6 +133,27 @@ def _os_thread_local() -> type:
     return threading.local
 
 
+def _close_all(opened: set[sqlite3.Connection]) -> None:
+    """Close every connection still in `opened`."""
+    for db in list(opened):
+        db.close()
+    opened.clear()
+
+
+class _ThreadsConnection:
+    """Hold a thread's connection in its thread-local slot, and close it when the thread ends."""
+
+    __slots__ = ("db", "opened")
+
+    def __init__(self, db: sqlite3.Connection, opened: set[sqlite3.Connection]) -> None:
+        self.db = db
+        self.opened = opened
+
+    def __del__(self) -> None:
+        self.db.close()
+        self.opened.discard(self.db)
+
+
 class ThreadConnections:
     """Open `path` once per thread (sqlite3 connections must not cross threads), preparing it if no one has.
 
@@ -148,6 +170,11 @@ class ThreadConnections:
         # false): never an fsync, for what may be lost with the machine, such as rate-limit counts.
         self._synchronous = "NORMAL" if durable else "OFF"
         self._local = _os_thread_local()()
+        # Python 3.13 warns (ResourceWarning) about each connection the garbage collector closes: close
+        # each when its thread ends (_ThreadsConnection), and those left when this object goes. A
+        # finalizer, not __del__: the collector runs it before the connections' own finalizers.
+        self._opened: set[sqlite3.Connection] = set()
+        weakref.finalize(self, _close_all, self._opened)
         try:
             prepared = self._is_prepared()
         except BaseException:
@@ -169,21 +196,23 @@ class ThreadConnections:
 
     def get(self) -> sqlite3.Connection:
         """Return this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is None:
+        held = getattr(self._local, "held", None)
+        if held is None:
             # The journal mode is the file's, set once when it was prepared: setting it here again
             # would need the file to itself, and fail while a sibling writes.
             db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None if self._autocommit else ""
+                self.path,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None if self._autocommit else "",
+                # Only its own thread uses it; whichever thread ends it or collects this object closes it.
+                check_same_thread=False,
             )
             db.row_factory = sqlite3.Row
             db.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.db = db
-        return db
+            self._opened.add(db)
+            held = self._local.held = _ThreadsConnection(db, self._opened)
+        return held.db
 
     def close(self) -> None:
         """Close this thread's connection."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self._local.held = None  # its __del__ closes the connection
