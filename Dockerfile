@@ -1,5 +1,5 @@
 # smsbridge: docker build -t smsbridge . && docker run -p 8080:8080 -v smsbridge-data:/data smsbridge
-FROM python:3.11-slim
+FROM python:3.13-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -57,7 +57,8 @@ from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-VENV_BIN = ROOT / ".venv" / "bin"
+#: the virtualenv bench/run started this in (scripts/setup chooses it)
+VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 
 #: what gunicorn serves: the bridge, and the bare Flask route it is compared with
