@@ -23,21 +23,48 @@ _HIDDEN_FIELDS = (
     r"apikey|api_key|key|token|access_token|refresh_token|client_secret|secret|password|passwd"
     r"|message|msg|text|sig|signature"
 )
-_PATTERNS = (
+#: one pattern, one pass over each message (this runs on every log line, the request log's included)
+_SECRETS = re.compile(
     # A query string to its end: over spaces too (a rejected request line), up to " HTTP/" or a quote.
-    (re.compile(r"\?(?:[^\s'\"]|\s(?!HTTP/))+"), "?***"),
-    (re.compile(rf"\b({_HIDDEN_FIELDS})=[^&\s'\"]*", re.IGNORECASE), r"\1=***"),
-    (re.compile(rf"([\"']({_HIDDEN_FIELDS})[\"']\s*:\s*)[\"'][^\"']*[\"']", re.IGNORECASE), r'\1"***"'),
-    (re.compile(r"\b(Bearer|Basic)\s+[^\s'\"]+", re.IGNORECASE), r"\1 ***"),
-    (re.compile(r"(?<=://)[^/@\s'\"]+@"), "***@"),
+    r"(?P<query>\?(?:[^\s'\"]|\s(?!HTTP/))+)"
+    rf"|\b(?P<pair>{_HIDDEN_FIELDS})=[^&\s'\"]*"
+    rf"|(?P<json>[\"'](?:{_HIDDEN_FIELDS})[\"']\s*:\s*)[\"'][^\"']*[\"']"
+    r"|\b(?P<scheme>Bearer|Basic)\s+[^\s'\"]+"
+    r"|(?P<userinfo>(?<=://)[^/@\s'\"]+@)",
+    re.IGNORECASE,
+)
+
+
+def _hidden(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "query":
+        return "?***"
+    if kind == "pair":
+        return f"{match['pair']}=***"
+    if kind == "json":
+        return f'{match["json"]}"***"'
+    if kind == "scheme":
+        return f"{match['scheme']} ***"
+    return "***@"
+
+
+#: what any of those secrets shows, looked for first with `in` (far cheaper than the pattern, and most
+#: lines, the request log's among them, hold none of it)
+_SIGNS = ("?", "=", "://")
+_LOWER_SIGNS = (
+    "bearer",
+    "basic",
+    *(f"{quote}{name}{quote}" for name in _HIDDEN_FIELDS.split("|") for quote in "\"'"),
 )
 
 
 def redact(text: str) -> str:
     """Return `text` with every secret and message text this module knows of replaced by ***."""
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    if not any(sign in text for sign in _SIGNS):
+        lower = text.lower()
+        if not any(sign in lower for sign in _LOWER_SIGNS):
+            return text
+    return _SECRETS.sub(_hidden, text)
 
 
 class RedactSecrets(logging.Filter):
