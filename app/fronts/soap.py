@@ -138,7 +138,7 @@ def build_soap_app() -> WsgiApplication:
         [SendSmsService],
         tns=TNS,
         name="sendsms",
-        in_protocol=Soap11(validator="soft"),
+        in_protocol=_ParsedOnceSoap11(validator="soft"),
         out_protocol=Soap11(),
     )
     # spyne makes the answer of sendSms from a class it "customized" (the tuple of fields above), and
@@ -172,28 +172,49 @@ def endpoint() -> Response:
     except EnvelopeRefused as refused:
         return fault_response(refused.code, refused.note)
     environ = dict(request.environ)
-    environ["wsgi.input"] = io.BytesIO(envelope.document)
-    environ["CONTENT_LENGTH"] = str(len(envelope.document))
-    # The document declares its encoding (UTF-8). Given a charset as well, spyne would decode the bytes,
-    # lxml would refuse a str that declares an encoding, and spyne would parse the bytes again.
+    # spyne reads the tree parsed here (_ParsedOnceSoap11), not the body again: no second parse, and
+    # exactly what the limiter read.
+    environ[_PARSED_ENVELOPE] = envelope.root
+    environ["wsgi.input"] = io.BytesIO(b"")
+    environ["CONTENT_LENGTH"] = "0"
     environ["CONTENT_TYPE"] = request.mimetype or "text/xml"
     key = idempotency.requested_key()
     if key is None:
         return _call_spyne(environ)
     # The same envelope from the same client is the same send; parsed and written again, it is canonical.
-    digest = hashlib.sha256(envelope.document).hexdigest()
+    digest = hashlib.sha256(envelope.document()).hexdigest()
     client = g.get("limit_key") or request.remote_addr or ""
     return runtime().idempotency.run(client, key, digest, lambda: _call_spyne(environ))
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """A SOAP call's envelope, parsed once: the limiter reads its key, spyne the document."""
+    """A SOAP call's envelope, parsed once: the limiter reads its key, spyne the same tree."""
 
-    #: the parsed envelope written out again as UTF-8, so spyne reads what the limiter read
-    document: bytes
+    #: the parsed envelope
+    root: etree._Element
     #: sendSms's apikey as the XML parser read it (character references, CDATA, comments removed)
     apikey: str | None
+
+    def document(self) -> bytes:
+        """Return the envelope written out again as UTF-8: one form for any spelling of the same call."""
+        return etree.tostring(self.root, xml_declaration=True, encoding="UTF-8")
+
+
+#: where the endpoint hands spyne the parsed envelope, in the WSGI environ spyne's context keeps
+_PARSED_ENVELOPE = "smsbridge.soap_envelope"
+
+
+class _ParsedOnceSoap11(Soap11):
+    """spyne's SOAP 1.1, reading the envelope the endpoint parsed (safely, once) instead of the body."""
+
+    def create_in_document(self, ctx, charset=None):  # type: ignore[no-untyped-def]
+        root = ctx.transport.req_env.get(_PARSED_ENVELOPE)
+        if root is None:
+            super().create_in_document(ctx, charset)
+            return
+        # No ids: references (href) were refused when the envelope was read.
+        ctx.in_document = (root, {})
 
 
 class EnvelopeRefused(Exception):
@@ -264,7 +285,7 @@ def _read_envelope() -> Envelope | EnvelopeRefused:
         apikey = _apikey_of(root)
     except ValueError as exc:
         return EnvelopeRefused("Client.InvalidXml", str(exc))
-    return Envelope(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), apikey)
+    return Envelope(root, apikey)
 
 
 def _apikey_of(root: etree._Element) -> str | None:
