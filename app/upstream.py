@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import heapq
 import itertools
 import json as jsonlib
 import logging
 import os
 import re
+import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.request
@@ -99,6 +102,8 @@ _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: the longest chunk-size line read (urllib3's own bound): 16 hex digits and chunk extensions
+_MAX_CHUNK_LINE = 64 * 1024
 
 
 class Headers(dict):
@@ -159,10 +164,10 @@ _current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("up
 
 
 def _watch(sock: Any) -> None:
-    """Let the watchdog cut `sock` if the current call passes its deadline."""
+    """Let the watchdog cut `sock` if the current call passes its deadline (at once if it has)."""
     call = _current_call.get()
     if call is not None:
-        call.sock = sock
+        _watchdog.attach(call, sock)
 
 
 class _Watchdog:
@@ -193,6 +198,17 @@ class _Watchdog:
             if self._heap[0][2] is call:
                 self._condition.notify()
 
+    def attach(self, call: _Call, sock: Any) -> None:
+        """Make `sock` the one to cut for `call`; cut it at once if the deadline has passed already.
+
+        A call can pass its deadline before it has a socket (a slow name lookup, addresses that do not
+        answer): the socket it gets afterwards is shut down as soon as it has one.
+        """
+        with self._condition:
+            call.sock = sock
+            if call.cut:
+                _shut_down(sock)
+
     def finish(self, call: _Call) -> None:
         """Take `call` off the watch; after this its socket is never touched (it may serve the next call)."""
         with self._condition:
@@ -205,11 +221,12 @@ class _Watchdog:
                 while not heap or heap[0][0] > (now := time.monotonic()):
                     condition.wait(heap[0][0] - now if heap else None)
                 _, _, call = heapq.heappop(heap)
-                if call.done or call.sock is None:
+                if call.done:
                     continue
                 call.cut = True
-                # Under the lock: `finish` cannot hand the socket to another call meanwhile.
-                _shut_down(call.sock)
+                if call.sock is not None:
+                    # Under the lock: `finish` cannot hand the socket to another call meanwhile.
+                    _shut_down(call.sock)
 
 
 def _shut_down(sock: Any) -> None:
@@ -237,7 +254,10 @@ class _StrictResponse(HTTPResponse):
     def _update_chunk_length(self) -> None:
         if self.chunk_left is not None:
             return
-        line = self._fp.fp.readline()  # type: ignore[union-attr]
+        line = self._fp.fp.readline(_MAX_CHUNK_LINE + 1)  # type: ignore[union-attr]
+        if len(line) > _MAX_CHUNK_LINE:
+            self.close()
+            raise ProtocolError("a chunk size line longer than any valid one")
         size = line.split(b";", 1)[0].strip(b" \t\r\n")
         if not _HEX_DIGITS.fullmatch(size):
             self.close()
@@ -252,6 +272,21 @@ class _WatchedConnection(HTTPConnection):
 
     #: when this connection went back to its pool (monotonic seconds)
     idle_since = 0.0
+
+    @property
+    def is_connected(self) -> bool:
+        """Tell whether an idle connection can carry a request: open, and nothing waiting to be read.
+
+        urllib3 asks before every reuse (a connection the upstream closed, or holding bytes past the
+        last answer, is dropped). Its answer comes from select.poll with no wait; under gevent that is
+        gevent's poll, which sets up a watcher and a greenlet switch for a question the kernel answers
+        at once: about 60 us of a send's CPU. The C poll, asked with a zero timeout, never blocks.
+        """
+        if self.sock is None:
+            return False
+        poller = _c_poll()()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
@@ -272,7 +307,9 @@ class _WatchedConnection(HTTPConnection):
             self.connect()  # here rather than inside the first send: connecting writes nothing upstream
         call = _current_call.get()
         if call is not None:
-            call.sock = self.sock
+            _watchdog.attach(call, self.sock)
+            if call.cut:
+                raise TimeoutError("the call passed its deadline before anything was written")
             call.written = True
         super().request(method, url, *args, **kwargs)
 
@@ -317,6 +354,15 @@ class _TlsPool(_Pool, HTTPSConnectionPool):
 
 
 _POOL_CLASSES = {"http": _Pool, "https": _TlsPool}
+
+
+@functools.cache
+def _c_poll() -> Callable[[], Any]:
+    """Return select.poll as the C library gives it, even once gevent has patched select (see above)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("select"):
+        return monkey.get_original("select", "poll")
+    return select.poll
 
 
 def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -941,3 +941,39 @@ def test_webhook_delivery_goes_through_the_same_client_and_egress_proxy(
     assert b"\r\nuser-agent: smsbridge" in head.lower()
     assert store.counts().get("delivered") == 1, store.counts()
     store.close()
+
+
+def test_a_call_past_its_deadline_before_it_has_a_socket_is_cut_when_it_gets_one() -> None:
+    """A slow name lookup or unanswered addresses pass the deadline before any socket exists."""
+    call = upstream._Call(time.monotonic() + 0.1, None)
+    upstream._watchdog.watch(call)
+    time.sleep(0.4)
+    assert call.cut, "the deadline passed: the call is cut even with no socket yet"
+    mine, theirs = socket.socketpair()
+    token = upstream._current_call.set(call)
+    try:
+        upstream._watch(mine)  # the socket the late connect finally made
+    finally:
+        upstream._current_call.reset(token)
+        upstream._watchdog.finish(call)
+    with mine, theirs:
+        mine.settimeout(1.0)
+        assert mine.recv(1) == b"", "shut down at once, not left to wait per recv"
+
+
+def test_a_chunk_size_line_that_never_ends_is_refused_without_waiting(
+    raw: Callable[..., RawUpstream], stopping: threading.Event
+) -> None:
+    """Hex digits with no line end are a broken answer after 64 KiB, not read until the deadline."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def answer(connection: socket.socket, number: int, request: bytes) -> bool:
+        connection.sendall(head + b"f" * 200_000)
+        stopping.wait(30)
+        return False
+
+    server = raw(answer)
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionLost):
+        UpstreamHttp(FAST, "mobsms").request("POST", server.url + "/api/sms", json={"to": TO})
+    assert time.monotonic() - started < DEADLINE - 0.5
