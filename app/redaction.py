@@ -25,10 +25,10 @@ _HIDDEN_FIELDS = (
 )
 #: one pattern, one pass over each message (this runs on every log line, the request log's included)
 _SECRETS = re.compile(
-    # A query string to its end: over spaces too (a rejected request line), up to " HTTP/" or a quote.
-    r"(?P<query>\?(?:[^\s'\"]|\s(?!HTTP/))+)"
+    # A query string to its end: over spaces and quotes too (a rejected request line), up to " HTTP/".
+    r"(?P<query>\?\S*(?:\s(?!HTTP/)\S*)*)"
     rf"|\b(?P<pair>{_HIDDEN_FIELDS})=[^&\s'\"]*"
-    rf"|(?P<json>[\"'](?:{_HIDDEN_FIELDS})[\"']\s*:\s*)[\"'][^\"']*[\"']"
+    rf"|(?P<json>[\"'](?:{_HIDDEN_FIELDS})[\"']\s*:\s*)(?:\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')"
     r"|\b(?P<scheme>Bearer|Basic)\s+[^\s'\"]+"
     r"|(?P<userinfo>(?<=://)[^/@\s'\"]+@)",
     re.IGNORECASE,
@@ -58,8 +58,16 @@ _LOWER_SIGNS = (
 )
 
 
+#: gunicorn's line for a request it refused: "Invalid request from ip=...: <kind>: <what it read>"
+_REFUSED_REQUEST = re.compile(r"(Invalid request from ip=\S+ [^:'\"]*)[:'\"].*", re.DOTALL)
+
+
 def redact(text: str) -> str:
     """Return `text` with every secret and message text this module knows of replaced by ***."""
+    if text.startswith("Invalid request from ip="):
+        # What follows the kind of error is the request line (or a part of it) as the client sent it:
+        # a message with unencoded spaces splits into parts no pattern recognises as a message.
+        return _REFUSED_REQUEST.sub(r"\1: ***", text)
     if not any(sign in text for sign in _SIGNS):
         lower = text.lower()
         if not any(sign in lower for sign in _LOWER_SIGNS):

@@ -33,6 +33,13 @@ VENDOR_KEY = GOOD_KEY["smsmobileapi"]
         ("proxy http://user:pa55@127.0.0.1:3128 refused", ["user", "pa55"]),
         ("form apikey=k-123&recipients=1&message=hello", ["k-123", "hello"]),
         ("POST /webhooks/mobsms/acme?key=0123abcd", ["0123abcd"]),
+        # Unencoded spaces: gunicorn reads a part of the message as the HTTP version.
+        (
+            "Invalid request from ip=10.0.0.7: Invalid HTTP Version: 'at 5pm by the back door HTTP/1.1'",
+            ["5pm"],
+        ),
+        ("'GET /sendsms?apikey=K&message=it\\'s my secret plan HTTP/1.1'", ["secret plan"]),
+        ('{"message": "don\'t tell Bob \\"the\\" code 1234"}', ["tell Bob", "1234"]),
     ],
 )
 def test_secrets_and_texts_are_hidden(line: str, hidden: list[str]) -> None:
@@ -75,6 +82,7 @@ def test_gunicorn_never_logs_a_rejected_request_line_whole(tmp_path: Path) -> No
     assert output.count("Invalid request") >= 1, output  # gunicorn still says what it refused
     assert KEY not in output
     assert TEXT not in output
+    assert "two words" not in output  # the rest of a message sent with unencoded spaces
 
 
 def test_debug_logging_writes_no_key_or_text(tmp_path: Path, fake_vendor: FakeSmsMobileApi) -> None:
