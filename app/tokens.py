@@ -12,6 +12,7 @@ revoking a key revokes its tokens, and adding a key leaves them be.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -169,7 +170,16 @@ def _create_secret(path: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
         # A link, unlike a rename, never replaces a secret another process made meanwhile.
-        os.link(temporary, path)
+        try:
+            os.link(temporary, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            # No hard links on this file system (some bind mounts, 9p, SMB): a rename, which callers
+            # make only under the data directory's lock (app.startup), so none made one meanwhile.
+            if path.exists():
+                raise FileExistsError(path) from None
+            os.rename(temporary, path)
     except FileExistsError:
         return
     except OSError as exc:

@@ -361,3 +361,21 @@ def test_a_token_carries_neither_the_key_nor_its_hash(managed: Callable[..., Fla
     assert claims["kh"] not in (KEY_A, hash_key(KEY_A))
     assert hash_key(KEY_A)[:16] not in token
     assert KEY_A not in token
+
+
+def test_a_file_system_without_hard_links_still_gets_its_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some bind mounts, 9p and SMB refuse link(): the secret is made by a rename, whole, once."""
+    import errno
+    import os
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(app.tokens.os, "link", no_links)
+    first = app.tokens.stored_secret(tmp_path)
+    assert len(first) >= 32
+    assert app.tokens.stored_secret(tmp_path) == first
+    assert os.stat(tmp_path / app.tokens.SECRET_FILE).st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [app.tokens.SECRET_FILE]  # no temporary file left
