@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import os
 import re
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ class Settings:
             raise ConfigError(f"{env_name('upstream_ca_bundle')}={self.upstream_ca_bundle!r}: no such file")
         if self.upstream_proxy is not None:
             _check_proxy_url(self.upstream_proxy)
+        else:
+            _check_environment_proxies()
         if self.default_region is not None and self.default_region not in REGIONS:
             raise ConfigError(
                 f"{env_name('default_region')}={self.default_region!r}: expected the two-letter code "
@@ -307,6 +310,21 @@ def check_limit(value: object, where: str) -> None:
             raise ValueError(value)
     except ValueError:
         raise ConfigError(f"{where}={value!r}: expected a rate limit such as '10/minute;500/day'") from None
+
+
+def _check_environment_proxies() -> None:
+    """Raise ConfigError for an HTTP(S)_PROXY / ALL_PROXY the upstream client cannot use (socks5://...).
+
+    Found only at the first send, it would make every send fail as unreachable, open the circuit
+    breaker and fail over, with nothing said at start-up.
+    """
+    for scheme, url in urllib.request.getproxies_environment().items():
+        usable = "://" not in url or urlsplit(url).scheme in ("http", "https")
+        if scheme in ("http", "https", "all") and not usable:
+            raise ConfigError(
+                f"{scheme.upper()}_PROXY: smsbridge reaches upstreams only through an http:// or "
+                f"https:// proxy; set {env_name('upstream_proxy')} to one, or unset the variable"
+            )
 
 
 def _check_proxy_url(url: str) -> None:

@@ -106,3 +106,11 @@ def test_gunicorn_refuses_to_start_with_a_misspelt_variable(tmp_path: Path) -> N
     assert "smsbridge: SMSBRIDGE_RATE_LIMIT_STORAGE is not a setting" in done.stderr
     assert "did you mean SMSBRIDGE_RATELIMIT_STORAGE?" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_environment_proxy_the_client_cannot_use_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
+    with pytest.raises(ConfigError, match="ALL_PROXY: smsbridge reaches upstreams only through an http"):
+        Settings.from_env({})
+    # The bridge's own setting replaces the environment's proxies: then it is not in the way.
+    assert Settings.from_env({"SMSBRIDGE_UPSTREAM_PROXY": "http://127.0.0.1:3128"}).upstream_proxy
