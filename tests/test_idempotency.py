@@ -167,3 +167,17 @@ def test_a_malformed_key_is_refused(make_app: Callable[..., Flask], fake_mobsms:
 def test_keys_live_at_least_a_day() -> None:
     with pytest.raises(ConfigError, match="SMSBRIDGE_IDEMPOTENCY_TTL"):
         Settings.from_env({"SMSBRIDGE_IDEMPOTENCY_TTL": "3600"})
+
+
+def test_a_redirected_send_keeps_its_key_so_a_repeat_never_sends_twice(
+    make_app: Callable[..., Flask], fake_vendor: FakeSmsMobileApi
+) -> None:
+    """A 303 may come after the vendor acted: a repeat with the key gets the same redirect, not a send."""
+    client = make_app("smsmobileapi").test_client()
+    fake_vendor.next_reply = Reply(303, b"", "text/plain", headers={"Location": "/sendsms/done"})
+    send = {"apikey": "vendor-key-1", "recipients": TO, "message": "Your order shipped"}
+    first = client.post("/sendsms/", data=send, headers={"Idempotency-Key": "k-303"})
+    assert first.status_code == 303
+    again = client.post("/sendsms/", data=send, headers={"Idempotency-Key": "k-303"})
+    assert (again.status_code, again.get_data()) == (303, first.get_data())
+    assert len(fake_vendor.received) == 1

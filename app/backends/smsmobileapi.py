@@ -375,6 +375,9 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
         error = CallerError(
             f"SMSMobileAPI redirected the request (HTTP {reply.status}) instead of acting on it"
         )
+        # Whether it acted first (a 303 after a POST) cannot be told: an Idempotency-Key keeps this
+        # answer, so a repeat gets the redirect again and never a second send.
+        error.nothing_sent = False
     elif reply.status >= 500:
         error = BackendFailed(
             f"SMSMobileAPI answered with a server error, HTTP {reply.status}; the message may have been "
