@@ -14,7 +14,7 @@ from suds.client import Client as SudsClient
 from suds.client import WebFault
 
 from app.fronts.dialect import RESULT_FIELDS
-from app.fronts.soap import WSDL_FILE, build_soap_app, repair_declared_latin1
+from app.fronts.soap import WSDL_FILE, build_soap_app, envelope_root
 from tests.conftest import GOOD_KEY, UNICODE_TEXT, LiveBridge
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.smsmobileapi import FakeSmsMobileApi
@@ -306,27 +306,34 @@ def test_real_latin1_stays_latin1(make_app: Callable[..., Flask]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "content_type", "expected_body", "expected_type"),
+    ("body", "content_type", "text"),
     [
         (
-            '<?xml version="1.0" encoding="ISO-8859-1"?><a>é</a>'.encode(),
+            '<?xml version="1.0" encoding="ISO-8859-1"?><a>é €</a>'.encode(),
             "text/xml; charset=ISO-8859-1",
-            '<?xml version="1.0" encoding="UTF-8"?><a>é</a>'.encode(),
-            "text/xml; charset=utf-8",
+            "é €",
         ),
-        ("<a>é</a>".encode(), "text/xml; charset=latin1", "<a>é</a>".encode(), "text/xml; charset=utf-8"),
-        (
-            "<a>é</a>".encode("latin-1"),
-            "text/xml; charset=ISO-8859-1",
-            "<a>é</a>".encode("latin-1"),
-            "text/xml; charset=ISO-8859-1",
-        ),
-        (b"<a>e</a>", "text/xml; charset=ISO-8859-1", b"<a>e</a>", "text/xml; charset=ISO-8859-1"),
-        ("<a>é</a>".encode(), "text/xml; charset=utf-8", "<a>é</a>".encode(), "text/xml; charset=utf-8"),
+        ("<a>é €</a>".encode(), "text/xml; charset=latin1", "é €"),
+        ('<?xml version="1.0" encoding="ISO-8859-1"?><a>é</a>'.encode("latin-1"), "text/xml", "é"),
+        ("<a>é</a>".encode("latin-1"), "text/xml; charset=ISO-8859-1", "é"),
+        ("<a>é €</a>".encode("cp1252"), "text/xml; charset=windows-1252", "é €"),
+        ("<a>é €</a>".encode(), "text/xml; charset=utf-8", "é €"),
+        ("<a>é €</a>".encode(), "text/xml", "é €"),
+        (b"<a>e</a>", "text/xml; charset=ISO-8859-1", "e"),
     ],
-    ids=["declared-in-xml", "declared-in-header", "really-latin1", "ascii", "already-utf8"],
+    ids=[
+        "utf8-declared-latin1-in-xml",
+        "utf8-declared-latin1-in-header",
+        "really-latin1-in-xml",
+        "really-latin1-in-header",
+        "cp1252-in-header",
+        "utf8-in-header",
+        "utf8-undeclared",
+        "ascii",
+    ],
 )
-def test_repair_declared_latin1(
-    body: bytes, content_type: str, expected_body: bytes, expected_type: str
+def test_an_envelope_is_read_in_the_encoding_it_is_written_in(
+    body: bytes, content_type: str, text: str
 ) -> None:
-    assert repair_declared_latin1(body, content_type) == (expected_body, expected_type)
+    """lxml reads the declaration; the header speaks when there is none; nusoap's UTF-8 labelled Latin-1."""
+    assert envelope_root(body, content_type).text == text

@@ -258,20 +258,8 @@ def _read_envelope() -> Envelope | EnvelopeRefused:
     if b"\x00" in body:
         # UTF-16 or UTF-32: no SOAP client here sends them.
         return EnvelopeRefused("Client.InvalidXml", "only UTF-8 or ISO-8859-1 envelopes are accepted")
-    body, content_type = repair_declared_latin1(body, request.content_type or "text/xml")
-    # Without an encoding in the XML declaration, the Content-Type's charset says how to read the bytes.
-    charset = None if _XML_DECL_ENCODING.match(body) else parse_options_header(content_type)[1].get("charset")
     try:
-        parser = etree.XMLParser(
-            encoding=charset,
-            resolve_entities=False,
-            no_network=True,
-            huge_tree=False,
-            load_dtd=False,
-            remove_comments=True,
-            remove_pis=True,
-        )
-        root = etree.fromstring(body, parser)
+        root = envelope_root(body, request.content_type or "text/xml")
     except (etree.XMLSyntaxError, LookupError, ValueError) as exc:
         return EnvelopeRefused("Client.InvalidXml", f"the SOAP envelope is not well-formed XML: {exc}"[:300])
     docinfo = root.getroottree().docinfo
@@ -337,27 +325,55 @@ def _fault_outcome(code: str) -> str:
 
 
 _LATIN1 = re.compile(r"iso-8859-1|latin-?1", re.IGNORECASE)
-_XML_DECL_ENCODING = re.compile(rb"""^(<\?xml[^>]*?encoding\s*=\s*["'])([^"']+)(["'])""")
 
 
-def repair_declared_latin1(body: bytes, content_type: str) -> tuple[bytes, str]:
-    """Relabel as UTF-8 a body declared ISO-8859-1 whose bytes are UTF-8, and say so.
+def _parser(encoding: str | None) -> etree.XMLParser:
+    # No DTD, no entities, no network, no huge trees; comments and processing instructions dropped.
+    return etree.XMLParser(
+        encoding=encoding,
+        resolve_entities=False,
+        no_network=True,
+        huge_tree=False,
+        load_dtd=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
 
-    nusoap (soap_defencoding's default) declares ISO-8859-1 but sends PHP's strings as they are,
-    which is UTF-8: read as declared, every non-ASCII character would arrive as mojibake. A body
-    whose high bytes do not decode as UTF-8 really is Latin-1 and is left alone.
+
+def envelope_root(body: bytes, content_type: str) -> etree._Element:
+    """Parse an envelope in the encoding it is really written in; raise XMLSyntaxError or LookupError.
+
+    lxml reads the XML declaration's encoding (UTF-8 without one). Without one, the Content-Type's
+    charset says how to read the bytes. And nusoap (soap_defencoding's default) declares ISO-8859-1,
+    in the declaration or the header, but sends PHP's strings as they are, which is UTF-8: read as
+    declared, every non-ASCII character would arrive as mojibake, so a body said to be Latin-1 whose
+    bytes are UTF-8 is read as UTF-8. One whose high bytes are not UTF-8 really is Latin-1.
     """
-    match = _XML_DECL_ENCODING.match(body)
-    declared = match.group(2).decode("ascii", "replace") if match else content_type
-    if not _LATIN1.search(declared) or body.isascii():
-        return body, content_type
+    charset = parse_options_header(content_type)[1].get("charset")
+    try:
+        root = etree.fromstring(body, _parser(None))
+    except etree.XMLSyntaxError:
+        if not charset:
+            raise
+        return etree.fromstring(body, _parser(charset))  # not UTF-8, and only the header says what
+    if body.isascii():
+        return root  # read the same in every encoding a SOAP client uses
+    declared = root.getroottree().docinfo.encoding or "UTF-8"
+    if _LATIN1.search(declared):
+        return etree.fromstring(body, _parser("utf-8")) if _is_utf8(body) else root
+    if declared.upper() == "UTF-8" and charset and charset.lower() not in ("utf-8", "utf8"):
+        if _LATIN1.search(charset) and _is_utf8(body):
+            return root
+        return etree.fromstring(body, _parser(charset))
+    return root
+
+
+def _is_utf8(body: bytes) -> bool:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        return body, content_type
-    if match:
-        body = _XML_DECL_ENCODING.sub(rb"\1UTF-8\3", body, count=1)
-    return body, _LATIN1.sub("utf-8", content_type)
+        return False
+    return True
 
 
 class _SoapState:
