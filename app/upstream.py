@@ -52,7 +52,7 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -580,10 +580,6 @@ class UpstreamHttp:
             raise ValueError("an upstream URL must be http:// or https:// with a host")
 
         manager, pool = self._route((scheme, host, port))
-        call = _Call(time.monotonic() + self.timeout[0] + self.timeout[1], self._peer_check)
-        _watchdog.watch(call)
-        token = _current_call.set(call)
-        response = None
         options: dict[str, Any] = {
             "body": body,
             "headers": sent,
@@ -593,7 +589,7 @@ class UpstreamHttp:
             "preload_content": False,
             "decode_content": False,
         }
-        try:
+        with self.watched() as call:
             if pool is not None:
                 # The origin's own pool (direct, or a CONNECT tunnel), kept from the first call: what
                 # PoolManager.urlopen would find again by parsing the URL and hashing a pool key each time.
@@ -602,20 +598,22 @@ class UpstreamHttp:
                 # Through a forwarding proxy: ProxyManager writes the absolute URL and the proxy's headers.
                 url = f"{scheme}://{parts.netloc.rpartition('@')[2]}{target}"
                 response = manager.urlopen(method, url, **options)
-            content = _read_body(response, answer_limit)
-            _watchdog.finish(call)
-            if call.cut:
-                # Cut at the deadline: what was read may stop short without looking so (a header line
-                # read up to the cut, a body read to the "close"), so none of it is the answer.
-                raise _BrokenAnswer("cut at the deadline")
-            answer = Answer(response.status, _headers(response), content)
-            response.release_conn()
-            return answer
+            with _answer_of(response):
+                content = _read_body(response, answer_limit)
+                _whole(call)
+                return Answer(response.status, _headers(response), content)
+        raise AssertionError("unreachable")  # pragma: no cover (watched() re-raises every failure)
+
+    @contextlib.contextmanager
+    def watched(self) -> Iterator[_Call]:
+        """Run a call under the total deadline; turn its transport failures into the bridge's errors."""
+        call = _Call(time.monotonic() + self.timeout[0] + self.timeout[1], self._peer_check)
+        _watchdog.watch(call)
+        token = _current_call.set(call)
+        try:
+            yield call
         except Exception as exc:
-            if response is not None:
-                response.close()  # the connection holds an answer read in part: it cannot serve another
-                response.release_conn()
-            failure = self._failure(exc, call)
+            failure = self._failure(_transport_error(exc), call)
             if failure is None:
                 raise
             raise failure from exc
@@ -764,32 +762,38 @@ class BridgeAdapter(HTTPAdapter):
         kwargs.update(stream=True, timeout=http._urllib3_timeout)
         started = time.perf_counter()
         status = None
-        call = _Call(time.monotonic() + http.timeout[0] + http.timeout[1], http._peer_check)
-        _watchdog.watch(call)
-        token = _current_call.set(call)
-        response = None
         try:
-            response = super().send(request, *args, **kwargs)
-            content = _read_body(response.raw, self._answer_limit)
-            _watchdog.finish(call)
-            if call.cut:
-                raise _BrokenAnswer("cut at the deadline")
-            response._content, response._content_consumed = content, True
-            status = response.status_code
-            response.raw.release_conn()
-            return response
-        except Exception as exc:
-            if response is not None:
-                response.raw.close()
-                response.raw.release_conn()
-            failure = http._failure(_transport_error(exc), call)
-            if failure is None:
-                raise
-            raise failure from exc
+            with http.watched() as call:
+                response = super().send(request, *args, **kwargs)
+                with _answer_of(response.raw):
+                    content = _read_body(response.raw, self._answer_limit)
+                    _whole(call)
+                    response._content, response._content_consumed = content, True
+                    status = response.status_code
+                    return response
+            raise AssertionError("unreachable")  # pragma: no cover (watched() re-raises every failure)
         finally:
-            _current_call.reset(token)
-            _watchdog.finish(call)
             note_upstream(http.backend, status, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _answer_of(response: HTTPResponse) -> Iterator[None]:
+    """Give the connection back once the answer is read; close it if reading it failed part way."""
+    try:
+        yield
+    except BaseException:
+        response.close()  # the connection holds an answer read in part: it cannot serve another
+        response.release_conn()
+        raise
+    response.release_conn()
+
+
+def _whole(call: _Call) -> None:
+    """Raise if the deadline cut `call`: what was read may stop short without looking so."""
+    _watchdog.finish(call)
+    if call.cut:
+        # A header line read up to the cut, a body read to the "close": none of it is the answer.
+        raise _BrokenAnswer("cut at the deadline")
 
 
 def _origin_of(url: str) -> _Origin:
