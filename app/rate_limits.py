@@ -41,7 +41,6 @@ from app.tokens import is_token
 
 #: how long a request may wait for Redis before its limit is counted in memory instead
 REDIS_TIMEOUT_SECONDS = 0.1
-#: the counts file of sqlite://, in SMSBRIDGE_DATA_DIR
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
