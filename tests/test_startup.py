@@ -165,9 +165,10 @@ def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_rows(t
 
     startup.prepare(settings(tmp_path))
 
-    for name in ALL_DATABASE_FILES:
-        assert pragma(tmp_path / name, "user_version") == 1
-        assert pragma(tmp_path / name, "journal_mode") == "wal"
+    for database in startup.databases(settings(tmp_path)):
+        # Every migration applied, the first (the schema before versions) included.
+        assert pragma(tmp_path / database.file_name, "user_version") == len(database.migrations)
+        assert pragma(tmp_path / database.file_name, "journal_mode") == "wal"
     with closing(StateStore(tmp_path)) as state:
         assert state.resends("account-1", "guid-1") == ["copy-1"]
         assert state.add_resend("account-1", "guid-1", "copy-2") == 2
