@@ -410,10 +410,12 @@ def test_a_token_is_refused_once_its_lifetime_has_passed(
 ) -> None:
     token = token_for(client)
     assert send_with(client, token).status_code == 200
-    issued_at = time.time()
-    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3599))
+    # The token's own timestamp (whole seconds, as itsdangerous signs it), not the clock's after it:
+    # a second boundary between issuing and reading the clock would shift the test by a second.
+    issued_at = bytes_to_int(base64_decode(token.rsplit(".", 2)[1]))
+    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3599.9))
     assert send_with(client, token).status_code == 200
-    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3601))
+    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3600))
     assert_token_refused(send_with(client, token))
     assert len(fake_mobsms.received) == 2
 
