@@ -186,13 +186,14 @@ def test_a_redirected_send_keeps_its_key_so_a_repeat_never_sends_twice(
 def test_expired_keys_are_swept_by_an_index_and_reclaimed_at_once(tmp_path: Path) -> None:
     """No full scan per keyed send: the sweep uses an index; a key past its TTL is free before it runs."""
     import sqlite3
+    from contextlib import closing
 
     from app.store import StateStore
 
     store = StateStore(tmp_path)
     try:
         assert store.claim("scope-1", "digest-a", ttl=86400) is None
-        with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        with closing(sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)) as db:
             plan = db.execute("EXPLAIN QUERY PLAN DELETE FROM idempotency WHERE created_at < 1").fetchall()
             db.execute("UPDATE idempotency SET created_at = created_at - 90000, done = 1, status = 200")
         assert any("idempotency_by_age" in str(row) for row in plan), plan
