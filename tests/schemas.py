@@ -74,3 +74,32 @@ ERROR = {
     "required": ["error", "message"],
     "properties": {"error": {"type": ["string", "integer"]}, "message": {"type": "string"}},
 }
+
+#: `/getwa/`: an object, as the OpenAPI says (it fixes no properties); the bridge's envelope and the entries
+#: as the vendor's WhatsApp docs show them
+GETWA = {
+    "type": "object",
+    "required": ["error", "count", "messages"],
+    "properties": {
+        "error": {"type": "string"},
+        "count": {"type": "integer", "minimum": 0},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["date", "hour", "timestamp", "number", "contact", "message", "guid", "more"],
+                "properties": {
+                    "date": {"type": "string"},
+                    "hour": {"type": "string"},
+                    "timestamp": {"type": "string"},
+                    "number": {"type": "string"},
+                    "contact": {"type": "string"},
+                    "message": {"type": "string"},
+                    "message_type": {"enum": ["text", "audio"]},
+                    "guid": {"type": "string"},
+                    "more": {"type": "object"},
+                },
+            },
+        },
+    },
+}

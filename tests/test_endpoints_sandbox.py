@@ -351,13 +351,16 @@ def test_whatsapp_endpoints(client: FlaskClient) -> None:
         contact="Bob",
     )
     inbound(client, "19176728660", "(voice)", channel="whatsapp", message_type="audio")
-    messages = get(client, "/getwa/")
+    answer = get(client, "/getwa/")
+    jsonschema.validate(answer, schemas.GETWA)
+    messages = answer["messages"]
+    assert (answer["error"], answer["count"]) == ("0", 2)
     assert [m["message_type"] for m in messages] == ["audio", "text"]
     assert messages[1]["contact"] == "Bob" and messages[1]["number"] == "19176728660"
-    assert [m["message"] for m in get(client, "/getwa/", message_type="text")] == [
+    assert [m["message"] for m in get(client, "/getwa/", message_type="text")["messages"]] == [
         "Can you tell me when I will receive my order?"
     ]
-    assert get(client, "/getwa/", before="1") == []
+    assert get(client, "/getwa/", before="1") == {"error": "0", "count": 0, "messages": []}
     assert get(client, "/getwa/active/") == {"error": "0", "statut": "1"}
     assert get(client, "/getwa/active/", statut="x") == {"error": "0", "statut": "0"}
     refused = client.get(

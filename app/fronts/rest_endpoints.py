@@ -193,9 +193,13 @@ def getwa_synchronisation(params: dict[str, str], caller: Principal) -> Response
 
 @endpoint("/getwa/")
 def getwa(params: dict[str, str], caller: Principal) -> Response:
-    """List the WhatsApp messages received (after a synchronisation): a JSON array."""
+    """List the WhatsApp messages received (after a synchronisation).
+
+    An object, as the vendor's OpenAPI says (`{"error": "0", "count": N, "messages": [...]}`), beside the
+    other /getwa/ answers' top-level `error`; the entries are shaped as in the vendor's WhatsApp docs.
+    """
     entries = filters.whatsapp(caller.backend.whatsapp_received(caller.upstream), params)
-    return jsonify([whatsapp_entry(s) for s in entries])
+    return jsonify(error="0", count=len(entries), messages=[whatsapp_entry(s) for s in entries])
 
 
 @endpoint("/getwa/active/")
