@@ -70,6 +70,10 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_retry_hours: float = 24.0
     webhook_timeout: float = 5.0
+    #: attempts one worker runs at once to one webhook target (scheme, host, port)
+    webhook_target_concurrency: int = 4
+    #: delivered webhook events are purged this long after delivery (dead ones are kept)
+    webhook_retention_days: float = 7.0
     metrics_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
 
@@ -158,6 +162,10 @@ class Settings:
             raise ConfigError(f"{env_name('webhook_retry_hours')} must be at least 24")
         if not 0 < self.webhook_timeout <= 30:
             raise ConfigError(f"{env_name('webhook_timeout')} must be between 0 and 30 seconds")
+        if not 1 <= self.webhook_target_concurrency <= 32:
+            raise ConfigError(f"{env_name('webhook_target_concurrency')} must be between 1 and 32")
+        if not 0 <= self.webhook_retention_days <= 3650:
+            raise ConfigError(f"{env_name('webhook_retention_days')} must be between 0 and 3650 days")
         if self.idempotency_ttl < 86400:
             raise ConfigError(f"{env_name('idempotency_ttl')} must be at least 86400 seconds (24 hours)")
         if self.workers < 1:
@@ -263,6 +271,8 @@ _PARSERS = {
     "webhook_allow_private": lambda name, raw: _flag(name, raw),
     "webhook_retry_hours": _number,
     "webhook_timeout": _number,
+    "webhook_target_concurrency": _integer,
+    "webhook_retention_days": _number,
     "max_body_bytes": _integer,
     "sandbox_api_keys": _key_set,
 }

@@ -37,6 +37,7 @@ class Runtime:
             retry_window=settings.webhook_retry_hours * 3600,
             allow_private=settings.webhook_allow_private,
             settings=settings,
+            targets=self.access.webhook_for,
         )
         if self.events.counts() or settings.webhook_url or self.access.any_webhook():
             # Events left by a previous run, or replayed from the command line, go on being delivered.
@@ -60,10 +61,9 @@ class Runtime:
 
     def emit(self, client: str, event_type: str, data: dict, *, event_id: str | None = None) -> str | None:
         """Store an event for the client's webhook and wake the deliverer; None when it has none."""
-        target = self.access.webhook_for(client)
-        if target is None:
+        if self.access.webhook_for(client) is None:
             return None
-        event_id = self.events.add(client, event_type, data, target, event_id=event_id)
+        event_id = self.events.add(client, event_type, data, event_id=event_id)
         self.deliverer.start()
         self.deliverer.wake()
         return event_id

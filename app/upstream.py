@@ -489,7 +489,9 @@ class UpstreamHttp:
         #: a pool manager per proxy (None: direct)
         self._managers: dict[str | None, urllib3.PoolManager] = {}
         #: the manager for each origin, its proxy chosen once, and the origin's pool
-        self._routes: dict[_Origin, tuple[urllib3.PoolManager, HTTPConnectionPool | None]] = {}
+        self._routes: dict[
+            tuple[str, str, int, str | None], tuple[urllib3.PoolManager, HTTPConnectionPool | None]
+        ] = {}
         # Kept-alive connections are closed when their client goes away, not left to the collector.
         weakref.finalize(self, _close_pools, self._managers)
 
@@ -518,16 +520,20 @@ class UpstreamHttp:
         json: object = None,
         headers: Mapping[str, str] | None = None,
         answer_limit: int | None = None,
+        connect_to: str | None = None,
     ) -> Answer:
         """Send one request and return its answer whatever its status; raise on transport failure.
 
         With `answer_limit`, at most that many bytes of the body are kept and a longer answer is cut
-        there, not refused (for callers that only want the status).
+        there, not refused (for callers that only want the status). With `connect_to` (an IP address
+        the caller resolved and checked), a direct connection goes to that address and nowhere else,
+        while the URL's host stays the Host header, the TLS SNI and the name the certificate must
+        match; through an egress proxy the proxy resolves the name (the address is not used).
         """
         started = time.perf_counter()
         status = None
         try:
-            answer = self._exchange(method, url, params, data, json, headers, answer_limit)
+            answer = self._exchange(method, url, params, data, json, headers, answer_limit, connect_to)
             status = answer.status_code
             return answer
         finally:
@@ -553,6 +559,7 @@ class UpstreamHttp:
         json: object,
         headers: Mapping[str, str] | None,
         answer_limit: int | None,
+        connect_to: str | None = None,
     ) -> Answer:
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
@@ -571,6 +578,8 @@ class UpstreamHttp:
             sent["Content-Type"] = "application/json"
         if isinstance(body, str):
             body = body.encode()
+        if connect_to is not None:
+            sent["Host"] = parts.netloc.rpartition("@")[2]  # the name, not the address connected to
         if headers:
             sent.update(headers)
         if _CONTROL.search(target) or any(_CONTROL.search(f"{n}{v}") for n, v in sent.items()):
@@ -579,7 +588,7 @@ class UpstreamHttp:
         if scheme not in ("http", "https") or not host:
             raise ValueError("an upstream URL must be http:// or https:// with a host")
 
-        manager, pool = self._route((scheme, host, port))
+        manager, pool = self._route((scheme, host, port), connect_to)
         options: dict[str, Any] = {
             "body": body,
             "headers": sent,
@@ -663,10 +672,14 @@ class UpstreamHttp:
 
     # --- pools ---------------------------------------------------------------------------------------------
 
-    def _route(self, origin: _Origin) -> tuple[urllib3.PoolManager, HTTPConnectionPool | None]:
+    def _route(
+        self, origin: _Origin, connect_to: str | None = None
+    ) -> tuple[urllib3.PoolManager, HTTPConnectionPool | None]:
         """Return the manager for `origin` (direct, or through the proxy chosen for it once) and its pool.
 
         The pool is None through a forwarding proxy (plain http): those calls go through the manager.
+        With `connect_to`, a direct pool connects to that address only, its TLS SNI and certificate
+        check kept on the origin's host name.
         """
         if self._pid != os.getpid():
             with self._lock:
@@ -676,7 +689,8 @@ class UpstreamHttp:
                     _close_pools(self._managers)
                     self._routes.clear()
                     self._pid = os.getpid()
-        route = self._routes.get(origin)
+        key = (*origin, connect_to)
+        route = self._routes.get(key)
         if route is None or (route[1] is not None and route[1].pool is None):  # new, or its pool closed
             scheme, host, port = origin
             proxy = _proxy_for(origin, self._proxy)
@@ -685,12 +699,17 @@ class UpstreamHttp:
                 if manager is None:
                     manager = self._new_manager(proxy)
                     self._managers[proxy] = manager
-                pool = (
-                    None if proxy and scheme == "http" else manager.connection_from_host(host, port, scheme)
-                )
+                if proxy and scheme == "http":
+                    pool = None
+                elif connect_to is not None and not proxy:
+                    # Connected to the address checked, never to whatever the name resolves to next.
+                    tls = {"server_hostname": host} if scheme == "https" else None
+                    pool = manager.connection_from_host(connect_to, port, scheme, pool_kwargs=tls)
+                else:
+                    pool = manager.connection_from_host(host, port, scheme)
                 if len(self._routes) >= _MAX_ROUTES:
                     self._routes.clear()  # webhook receivers are many origins: remember the recent ones
-                route = self._routes[origin] = (manager, pool)
+                route = self._routes[key] = (manager, pool)
         return route
 
     def _new_manager(self, proxy: str | None) -> urllib3.PoolManager:

@@ -1,19 +1,39 @@
 """Webhooks to the client: received SMS and delivery status, stored first, delivered until they land.
 
-An event is stored (SQLite in SMSBRIDGE_DATA_DIR) before its source is acknowledged. A deliverer
-thread in every worker claims due events one at a time with a single UPDATE, so each attempt has
-exactly one deliverer however many workers share the host, and a claim whose worker died expires
-after LEASE_SECONDS. A failed attempt (timeout, refused, non-2xx) is retried with exponential backoff
-and jitter until SMSBRIDGE_WEBHOOK_RETRY_HOURS have passed; then the event is dead: kept, listed and
-replayable (`python -m app.webhooks dead|replay ID`). Each event keeps one id, sent as the V2 event id
-and Idempotency-Key, so receivers can drop repeats.
+An event is stored (SQLite in SMSBRIDGE_DATA_DIR) before its source is acknowledged: its client, type
+and data, never where it goes. The target (URL, format, secret) is looked up when each attempt is
+made, from the configuration as it is then: a secret rotated in the clients file signs the events
+still pending, and an event whose client no longer has a target goes dead, with that reason (it is
+kept, and replayable once the client has a target again).
+
+A deliverer in every worker claims due events with a single UPDATE each, so each attempt has exactly
+one deliverer however many workers share the host, and a claim whose worker died expires after
+LEASE_SECONDS. Attempts run concurrently (threads, greenlets in gunicorn's gevent workers): at most
+SMSBRIDGE_WEBHOOK_TARGET_CONCURRENCY at once per target (scheme, host and port) and MAX_ATTEMPTS_AT_ONCE
+in all, per worker, so one slow receiver holds its own slots, never another client's events. A failed
+attempt (timeout, refused, non-2xx) is retried with exponential backoff and jitter until
+SMSBRIDGE_WEBHOOK_RETRY_HOURS have passed; then the event is dead: kept, listed and replayable
+(`python -m app.webhooks dead|replay ID`), until replayed or purged (`purge-dead`). Delivered events
+are purged SMSBRIDGE_WEBHOOK_RETENTION_DAYS after delivery by a sweep that runs at most once a minute
+per worker, on an index. Each event keeps one id, sent as the V2 event id and Idempotency-Key, so
+receivers can drop repeats.
 
 Formats: `v1`, the vendor's legacy payload {date, hour, time_received, message, number, guid}, for
 received SMS only (v1 receivers know nothing else); `v2`, the signed envelope with the
 X-SMSMobileAPI-* headers and `v1=` HMAC-SHA256 over `timestamp + "." + body`.
 
-Targets are http or https, redirects are not followed, answers are not read past MAX_ANSWER_BYTES, and
-private, loopback and link-local addresses are refused unless SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE is set.
+Targets. A URL is parsed once, with urllib3's parser (the HTTP client's own), and refused at
+configuration and again at delivery unless no other reader could take it for another place: http or
+https only; printable ASCII only (no spaces, control characters or backslashes; an international name
+in its xn-- form); no user:password@; no fragment; a host that is a DNS name or an IP address written
+plainly (127.1, 2130706433, 0x7f.0.0.1 and other odd IPv4 forms are refused, as are IPv6 zones).
+Redirects are not followed and answers are not read past MAX_ANSWER_BYTES. Unless
+SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE is set, the name is resolved once per attempt, the attempt is refused if
+any of its addresses is private, loopback, link-local, reserved, multicast or otherwise not global, and
+the connection goes to the address checked (the name kept for Host, TLS SNI and the certificate); the
+address connected to is checked once more before anything is written. Through an egress proxy
+(SMSBRIDGE_UPSTREAM_PROXY, HTTPS_PROXY...) the bridge checks its own resolution and the proxy resolves
+the name again: make the proxy refuse private addresses too.
 """
 
 from __future__ import annotations
@@ -30,12 +50,15 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from app.errors import BackendError
 from app.sqlite_db import Database, ThreadConnections
@@ -52,6 +75,10 @@ LEASE_SECONDS = 120
 MAX_ANSWER_BYTES = 64 * 1024
 FIRST_RETRY_SECONDS = 2.0
 LONGEST_RETRY_SECONDS = 3600.0
+#: the most attempts one worker runs at once, whatever their targets
+MAX_ATTEMPTS_AT_ONCE = 32
+#: how often, at most, a worker purges delivered events past their retention
+SWEEP_SECONDS = 60
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_events (
@@ -72,8 +99,30 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (status, next_attempt_at);
 """
+#: events no longer carry their target: it is resolved at delivery. The copies already stored are
+#: blanked, then their columns dropped; secure_delete overwrites the freed bytes rather than leave
+#: receivers' secrets in the file's free pages. Delivered events get an index to purge them by age.
+WITHOUT_TARGETS = """
+PRAGMA secure_delete = ON;
+UPDATE webhook_events SET url = '', secret = '';
+ALTER TABLE webhook_events DROP COLUMN url;
+ALTER TABLE webhook_events DROP COLUMN secret;
+ALTER TABLE webhook_events DROP COLUMN format;
+CREATE INDEX IF NOT EXISTS webhook_events_delivered ON webhook_events (delivered_at)
+    WHERE status = 'delivered';
+"""
 #: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
-DATABASE = Database("webhooks.sqlite3", (SCHEMA,))
+DATABASE = Database("webhooks.sqlite3", (SCHEMA, WITHOUT_TARGETS))
+
+#: the statements whose cost must not grow with the events delivered (tests read their query plans)
+COUNT_SQL = "SELECT status, COUNT(*) FROM webhook_events WHERE status IN ('pending', 'dead') GROUP BY status"
+PURGE_SQL = "DELETE FROM webhook_events WHERE status = 'delivered' AND delivered_at < ?"
+CLAIM_SQL = (
+    "UPDATE webhook_events SET lease_until = ?, attempts = attempts + 1 WHERE id = ("
+    " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?"
+    " AND lease_until <= ? AND client NOT IN (SELECT value FROM json_each(?))"
+    " ORDER BY next_attempt_at LIMIT 1) RETURNING *"
+)
 
 
 @dataclass(frozen=True)
@@ -85,11 +134,105 @@ class Target:
     secret: str = field(default="", repr=False)
 
 
+class UnsafeTarget(ValueError):
+    """A target the deliverer will not connect to."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A webhook URL as the HTTP client reads it, parsed once (urllib3's parser) and checked."""
+
+    #: the URL requested: urllib3's own rendering of what it parsed
+    url: str
+    scheme: str
+    #: a lower-case DNS name, or an IP address (without brackets)
+    host: str
+    port: int
+    #: the host when it is an IP address
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """Scheme, host and port: what the per-target cap counts by."""
+        return self.scheme, self.host, self.port
+
+
+_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def parse_target(url: str) -> Endpoint:
+    """Parse a webhook URL; raise UnsafeTarget for anything an HTTP client could read as another place."""
+    if not isinstance(url, str) or not url:
+        raise UnsafeTarget("the webhook URL is empty")
+    if any(not "!" <= c <= "~" for c in url):
+        raise UnsafeTarget(
+            "the webhook URL must be printable ASCII without spaces or control characters "
+            "(write an international host name in its xn-- form, other characters %-encoded)"
+        )
+    if "\\" in url:
+        raise UnsafeTarget("the webhook URL holds a backslash, which URL parsers read differently")
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        raise UnsafeTarget("the webhook URL cannot be parsed") from None
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeTarget("the webhook URL must be http:// or https://")
+    if parts.auth is not None:
+        raise UnsafeTarget("the webhook URL must not hold user:password@ (send the secret another way)")
+    if parts.fragment is not None:
+        raise UnsafeTarget("the webhook URL must not hold a #fragment")
+    host = parts.host or ""
+    if not host:
+        raise UnsafeTarget("the webhook URL has no host")
+    if not url.partition("://")[2].lower().startswith(host):
+        # The parser decoded or rewrote it (ex%61mple.com): another reader would see another name.
+        raise UnsafeTarget("the webhook URL's host must be written plainly (no %-escapes)")
+    if parts.port == 0:
+        raise UnsafeTarget("the webhook URL's port must be 1 to 65535")
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    if host.startswith("["):
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            address = None
+        if address is None or address.scope_id:  # a zone (%eth0) names an interface, not a host
+            raise UnsafeTarget("the webhook URL's IPv6 address must be a plain IPv6 address, without a zone")
+        host = str(address)
+    else:
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            _check_name(host)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Endpoint(parts.url, parts.scheme, host, port, address)
+
+
+def _check_name(host: str) -> None:
+    labels = host.split(".")
+    if any(
+        not 1 <= len(label) <= 63
+        or not set(label) <= _NAME_CHARACTERS
+        or label.startswith("-")
+        or label.endswith("-")
+        for label in labels
+    ):
+        raise UnsafeTarget(
+            "the webhook URL's host must be a DNS name (letters, digits, hyphens; no trailing dot) "
+            "or an IP address"
+        )
+    last = labels[-1]
+    if last.isdigit() or (last.startswith("0x") and set(last[2:]) <= _HEX_DIGITS):
+        # 127.1, 2130706433, 0x7f.1: resolvers read these as IPv4 addresses, each its own way.
+        raise UnsafeTarget("the webhook URL's IPv4 address must be four decimal numbers (a.b.c.d)")
+
+
 def check_target(url: str, fmt: str, where: str) -> None:
     """Raise ValueError unless `url` and `fmt` make a valid target."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{where}: the webhook URL must be http:// or https://")
+    try:
+        parse_target(url)
+    except UnsafeTarget as exc:
+        raise ValueError(f"{where}: {exc}") from None
     if fmt not in ("v1", "v2"):
         raise ValueError(f"{where}: the webhook format must be v1 or v2")
 
@@ -101,49 +244,58 @@ class EventStore:
         self._connections = ThreadConnections(
             data_dir / DATABASE.file_name, DATABASE.migrations, autocommit=True
         )
+        self._next_sweep = 0.0
 
     def add(
-        self, client: str, event_type: str, data: dict, target: Target, *, event_id: str | None = None
+        self,
+        client: str,
+        event_type: str,
+        data: dict,
+        *,
+        event_id: str | None = None,
     ) -> str:
-        """Store an event for delivery now and return its id; an id already stored is not stored again."""
+        """Store an event for delivery now and return its id; an id already stored is not stored again.
+
+        No target is stored: where the event goes, and with what secret, is looked up when it is delivered.
+        """
         event_id = event_id or str(uuid.uuid4())
         now = time.time()
         with self._db() as db:
             db.execute(
-                "INSERT OR IGNORE INTO webhook_events (id, client, type, data, url, format, secret,"
-                " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event_id,
-                    client,
-                    event_type,
-                    json.dumps(data),
-                    target.url,
-                    target.format,
-                    target.secret,
-                    now,
-                    now,
-                ),
+                "INSERT OR IGNORE INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, client, event_type, json.dumps(data), now, now),
             )
         return event_id
 
-    def claim(self, now: float | None = None) -> sqlite3.Row | None:
-        """Take the next due event for one attempt (no other deliverer can take it meanwhile)."""
+    def claim(
+        self, now: float | None = None, *, skip_clients: frozenset[str] = frozenset()
+    ) -> sqlite3.Row | None:
+        """Take the next due event for one attempt (no other deliverer can take it meanwhile).
+
+        Events of `skip_clients` (whose targets have no free slot) are left for later.
+        """
         now = time.time() if now is None else now
         with self._db() as db:
             return db.execute(
-                "UPDATE webhook_events SET lease_until = ?, attempts = attempts + 1 WHERE id = ("
-                " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?"
-                " AND lease_until <= ? ORDER BY next_attempt_at LIMIT 1) RETURNING *",
-                (now + LEASE_SECONDS, now, now),
+                CLAIM_SQL, (now + LEASE_SECONDS, now, now, json.dumps(sorted(skip_clients)))
             ).fetchone()
 
-    def delivered(self, event_id: str) -> None:
+    def release(self, event_id: str) -> None:
+        """Give back a claim that made no attempt (its target had no free slot)."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE webhook_events SET lease_until = 0, attempts = attempts - 1 WHERE id = ?",
+                (event_id,),
+            )
+
+    def delivered(self, event_id: str, now: float | None = None) -> None:
         """Record a delivery."""
         with self._db() as db:
             db.execute(
                 "UPDATE webhook_events SET status = 'delivered', delivered_at = ?, lease_until = 0,"
                 " last_error = '' WHERE id = ?",
-                (time.time(), event_id),
+                (time.time() if now is None else now, event_id),
             )
 
     def failed(self, event: sqlite3.Row, error: str, retry_window: float) -> None:
@@ -179,10 +331,27 @@ class EventStore:
                 ).rowcount
             )
 
+    def purge_dead(self) -> int:
+        """Delete every dead event (the operator's decision: they are never purged on their own)."""
+        with self._db() as db:
+            return db.execute("DELETE FROM webhook_events WHERE status = 'dead'").rowcount
+
+    def sweep(self, retention: float, now: float | None = None) -> int:
+        """Purge events delivered over `retention` seconds ago, at most once per SWEEP_SECONDS."""
+        now = time.time() if now is None else now
+        if now < self._next_sweep:
+            return 0
+        self._next_sweep = now + SWEEP_SECONDS
+        with self._db() as db:
+            return db.execute(PURGE_SQL, (now - retention,)).rowcount
+
     def counts(self) -> dict[str, int]:
-        """Return how many events are pending, delivered and dead."""
-        rows = self._db().execute("SELECT status, COUNT(*) FROM webhook_events GROUP BY status").fetchall()
-        return {status: n for status, n in rows}
+        """Return how many events are pending and dead (those there are; delivered ones are not counted).
+
+        Read on the (status, next_attempt_at) index: its cost grows with the events waiting, not with
+        those delivered.
+        """
+        return {status: n for status, n in self._db().execute(COUNT_SQL).fetchall()}
 
     def close(self) -> None:
         """Close this thread's database connection."""
@@ -192,10 +361,10 @@ class EventStore:
         return self._connections.get()
 
 
-def render(event: sqlite3.Row) -> tuple[bytes, dict[str, str]] | None:
-    """Return the body and headers that deliver `event` in its target's format (None: not for it)."""
+def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] | None:
+    """Return the body and headers that deliver `event` in `target`'s format (None: not for it)."""
     data = json.loads(event["data"])
-    if event["format"] == "v1":
+    if target.format == "v1":
         if event["type"] != "sms.received":
             return None
         received = datetime.fromtimestamp(float(data["received_at"]), UTC)
@@ -222,9 +391,7 @@ def render(event: sqlite3.Row) -> tuple[bytes, dict[str, str]] | None:
     }
     body = json.dumps(envelope, ensure_ascii=False).encode()
     timestamp = str(int(time.time()))
-    signature = hmac.new(
-        event["secret"].encode(), timestamp.encode() + b"." + body, hashlib.sha256
-    ).hexdigest()
+    signature = hmac.new(target.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return body, {
         "Content-Type": "application/json",
         "X-SMSMobileAPI-Event": event["type"],
@@ -239,12 +406,33 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-class UnsafeTarget(ValueError):
-    """A target the deliverer will not connect to."""
+def configured_targets(settings: Settings) -> Callable[[str], Target | None]:
+    """Return the target lookup of a bridge without a clients file: SMSBRIDGE_WEBHOOK_URL for everyone.
+
+    A managed bridge passes its clients' lookup (`Access.webhook_for`) instead; without it, its
+    events find no target.
+    """
+
+    def target_for(client: str) -> Target | None:
+        if settings.clients_file or not settings.webhook_url:
+            return None
+        return Target(settings.webhook_url, settings.webhook_format, settings.webhook_secret or "")
+
+    return target_for
+
+
+@dataclass
+class _Outcome:
+    """What one attempt came to, recorded by the dispatching thread."""
+
+    event: sqlite3.Row
+    #: "delivered", "failed" (retried until the window closes) or "dead" (never retried)
+    status: str
+    error: str = ""
 
 
 class Deliverer:
-    """A thread that delivers due events, one attempt at a time."""
+    """A dispatcher thread that runs due events' attempts concurrently, capped per target."""
 
     def __init__(
         self,
@@ -255,36 +443,49 @@ class Deliverer:
         allow_private: bool,
         settings: Settings | None = None,
         poll: float = 0.5,
+        targets: Callable[[str], Target | None] | None = None,
     ) -> None:
-        self.store = store
-        self.timeout = timeout
-        self.retry_window = retry_window
-        self.allow_private = allow_private
-        self.poll = poll
-        self._wake = threading.Event()
         # Imported here, in the worker: gunicorn's master imports this module (for `check_target`), and
         # an ssl module imported there would come before gevent's monkey-patching in the workers.
         from app.config import Settings
         from app.upstream import UpstreamHttp
 
+        settings = settings or Settings()
+        self.store = store
+        self.timeout = timeout
+        self.retry_window = retry_window
+        self.allow_private = allow_private
+        self.poll = poll
+        #: the target of a client's events now (None: it has none)
+        self.targets = targets or configured_targets(settings)
+        self.per_target = settings.webhook_target_concurrency
+        self.retention = settings.webhook_retention_days * 86400
+        self._wake = threading.Event()
         # The bridge's one HTTP stack: its pools, deadline and egress proxy, with the webhook timeout,
         # and the system's CAs (SMSBRIDGE_UPSTREAM_CA_BUNDLE is for the upstream, not for receivers).
+        # The address each new connection reached is checked again there, before a byte is written.
         self._http = UpstreamHttp(
-            settings or Settings(),
+            settings,
             "webhook",
             timeout=(timeout, timeout),
             trust_ca_bundle=False,
             peer_check=None if allow_private else _refuse_private,
         )
-        # requests' API on those pools: only the status matters, so a long answer is cut, not refused.
-        self._session = self._http.session(answer_limit=MAX_ANSWER_BYTES)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: one dispatcher at a time (the thread, or a caller of deliver_due)
+        self._dispatching = threading.Lock()
+        #: guards what follows, and is notified when an attempt ends
+        self._state = threading.Condition(threading.Lock())
+        self._running = 0
+        self._in_flight: Counter[tuple[str, str, int]] = Counter()
+        self._clients_at: dict[tuple[str, str, int], Counter[str]] = {}
+        self._finished: list[_Outcome] = []
         #: called with the event type of each failed attempt (metrics count them)
         self.on_failure: Callable[[str], None] = lambda event_type: None
 
     def start(self) -> None:
-        """Start the thread (once per process: gunicorn workers each start their own)."""
+        """Start the dispatcher thread (once per process: gunicorn workers each start their own)."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="webhook-deliverer", daemon=True)
@@ -295,78 +496,198 @@ class Deliverer:
         self._wake.set()
 
     def deliver_due(self) -> int:
-        """Deliver every due event once; return how many attempts were made."""
+        """Attempt every due event, wait for those attempts to end; return how many were made."""
         attempts = 0
-        while (event := self.store.claim()) is not None:
-            attempts += 1
-            self._attempt(event)
-        return attempts
+        while True:
+            started = self._dispatch()
+            attempts += started
+            with self._state:
+                self._state.wait_for(lambda: self._running == 0)
+            self._record_finished()
+            if not started:
+                return attempts
 
     def _run(self) -> None:
         while True:
             try:
-                self.deliver_due()
+                self.store.sweep(self.retention)
+                self._dispatch()
             except Exception:
                 log.exception("webhook deliverer failed; it goes on")
             self._wake.wait(self.poll)
             self._wake.clear()
 
-    def _attempt(self, event: sqlite3.Row) -> None:
+    def _dispatch(self) -> int:
+        """Record the attempts that ended, then start attempts for due events while slots are free."""
+        with self._dispatching:
+            self._record_finished()
+            started = 0
+            with self._state:
+                skip = {
+                    client
+                    for origin, clients in self._clients_at.items()
+                    if self._in_flight[origin] >= self.per_target
+                    for client in clients
+                }
+            while True:
+                with self._state:
+                    if self._running >= MAX_ATTEMPTS_AT_ONCE:
+                        return started
+                event = self.store.claim(skip_clients=frozenset(skip))
+                if event is None:
+                    return started
+                resolved = self._target_of(event)
+                if resolved is None:
+                    continue
+                target, endpoint = resolved
+                with self._state:
+                    if self._in_flight[endpoint.origin] >= self.per_target:
+                        full = True
+                    else:
+                        full = False
+                        self._running += 1
+                        self._in_flight[endpoint.origin] += 1
+                        self._clients_at.setdefault(endpoint.origin, Counter())[event["client"]] += 1
+                if full:
+                    self.store.release(event["id"])
+                    skip.add(event["client"])
+                    continue
+                threading.Thread(
+                    target=self._attempt_and_report,
+                    args=(event, target, endpoint),
+                    name="webhook-attempt",
+                    daemon=True,
+                ).start()
+                started += 1
+
+    def _target_of(self, event: sqlite3.Row) -> tuple[Target, Endpoint] | None:
+        """Return the event's target as configured now, parsed; record it dead when there is none."""
+        target = self.targets(event["client"])
+        if target is None:
+            self._record(_Outcome(event, "dead", "the client has no webhook target now"))
+            return None
         try:
-            rendered = render(event)
+            return target, parse_target(target.url)
+        except UnsafeTarget as exc:
+            self._record(_Outcome(event, "dead", f"refused: {exc}"))
+            return None
+
+    def _attempt_and_report(self, event: sqlite3.Row, target: Target, endpoint: Endpoint) -> None:
+        try:
+            outcome = self._attempt(event, target, endpoint)
+        except Exception as exc:
+            # The kind only, no traceback: a message could hold the URL, and a URL can hold a secret.
+            outcome = _Outcome(event, "failed", f"the attempt failed unexpectedly: {type(exc).__name__}")
+        with self._state:
+            self._running -= 1
+            self._in_flight[endpoint.origin] -= 1
+            clients = self._clients_at[endpoint.origin]
+            clients[event["client"]] -= 1
+            if self._in_flight[endpoint.origin] <= 0:
+                del self._in_flight[endpoint.origin], self._clients_at[endpoint.origin]
+            elif clients[event["client"]] <= 0:
+                del clients[event["client"]]
+            self._finished.append(outcome)
+            self._state.notify_all()
+        self._wake.set()
+
+    def _attempt(self, event: sqlite3.Row, target: Target, endpoint: Endpoint) -> _Outcome:
+        """Make one attempt (in its own thread or greenlet); touch no database."""
+        try:
+            rendered = render(event, target)
         except (KeyError, TypeError, ValueError) as exc:
             # An event this bridge cannot render will not render later either: keep it, as dead.
-            self.store.failed(event, f"cannot render: {type(exc).__name__}: {exc}", retry_window=0)
-            log.error("webhook %s %s cannot be rendered: %s", event["id"], event["type"], type(exc).__name__)
-            return
+            return _Outcome(event, "dead", f"cannot render: {type(exc).__name__}: {exc}")
         if rendered is None:
-            self.store.delivered(event["id"])
-            return
+            return _Outcome(event, "delivered")
         body, headers = rendered
         try:
-            self._check_address(event["url"])
+            address = self._address_for(endpoint)
             # A redirect is not followed: the receiver is the URL the client gave, nothing else.
-            answer = self._session.post(event["url"], data=body, headers=headers, allow_redirects=False)
-            ok = 200 <= answer.status_code < 300
-            error = "" if ok else f"HTTP {answer.status_code}"
+            answer = self._http.request(
+                "POST",
+                endpoint.url,
+                data=body,
+                headers=headers,
+                answer_limit=MAX_ANSWER_BYTES,
+                connect_to=address,
+            )
         except UnsafeTarget as exc:
-            ok, error = False, str(exc)
+            return _Outcome(event, "failed", str(exc))
         except BackendError as exc:
-            ok, error = False, exc.note  # says what failed, never the URL (it may hold a receiver's secret)
+            return _Outcome(event, "failed", exc.note)  # what failed, never the URL (it may hold a secret)
         except (ValueError, OSError) as exc:
             # Name the kind only: a message could hold the URL, which may hold a receiver's secret.
-            ok, error = False, type(exc).__name__
-        if ok:
+            return _Outcome(event, "failed", type(exc).__name__)
+        if 200 <= answer.status_code < 300:
+            return _Outcome(event, "delivered")
+        return _Outcome(event, "failed", f"HTTP {answer.status_code}")
+
+    def _address_for(self, endpoint: Endpoint) -> str | None:
+        """Resolve the host once and check every address; return the one to connect to (None: any)."""
+        if self.allow_private:
+            return None
+        if endpoint.address is not None:
+            _refuse_private(str(endpoint.address), endpoint.host)
+            return str(endpoint.address)
+        try:
+            infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise UnsafeTarget("the receiver's host name could not be resolved") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise UnsafeTarget("the receiver's host name has no address")
+        # Every address, not only the one used: a name answering public and private alike is refused.
+        for address in addresses:
+            _refuse_private(address, endpoint.host)
+        return addresses[0]
+
+    def _record(self, outcome: _Outcome) -> None:
+        event = outcome.event
+        if outcome.status == "delivered":
             self.store.delivered(event["id"])
             log.info("webhook %s %s delivered (attempt %d)", event["id"], event["type"], event["attempts"])
-        else:
-            self.on_failure(event["type"])
-            self.store.failed(event, error, self.retry_window)
-            log.warning(
-                "webhook %s %s failed (attempt %d): %s", event["id"], event["type"], event["attempts"], error
-            )
-
-    def _check_address(self, url: str) -> None:
-        host = urlsplit(url).hostname or ""
-        if self.allow_private:
             return
-        # Every address of the name, before connecting; the one connected to is checked again then.
-        for info in socket.getaddrinfo(host, None):
-            _refuse_private(info[4][0], host)
+        self.on_failure(event["type"])
+        self.store.failed(event, outcome.error, 0 if outcome.status == "dead" else self.retry_window)
+        log.warning(
+            "webhook %s %s failed (attempt %d%s): %s",
+            event["id"],
+            event["type"],
+            event["attempts"],
+            ", kept as dead" if outcome.status == "dead" else "",
+            outcome.error,
+        )
+
+    def _record_finished(self) -> None:
+        with self._state:
+            finished, self._finished = self._finished, []
+        for outcome in finished:
+            self._record(outcome)
 
 
 def _refuse_private(address: str, host: str | None = None) -> None:
-    """Raise UnsafeTarget if `address` is private, loopback, link-local or reserved."""
+    """Raise UnsafeTarget unless `address` is a global unicast address."""
     ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 zone (fe80::1%eth0) is not part of it
-    if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+        or not ip.is_global
+    ):
         raise UnsafeTarget(
-            f"refused: {host or 'the target'} is a private, loopback or link-local address "
-            "(SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
+            f"refused: {host or 'the target'} is a private, loopback, link-local or otherwise non-public "
+            "address (SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
         )
 
 
 def main(argv: list[str]) -> int:
-    """`python -m app.webhooks dead` lists dead events; `replay ID` delivers one again."""
+    """`dead` lists dead events; `replay ID` delivers one again; `purge-dead` deletes them all."""
     from app.config import Settings
 
     store = EventStore(Settings.from_env().data_dir)
@@ -376,7 +697,10 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["replay"] and len(argv) == 2:
         return 0 if store.replay(argv[1]) else 1
-    print("usage: python -m app.webhooks dead | replay EVENT_ID", file=sys.stderr)
+    if argv == ["purge-dead"]:
+        print(f"{store.purge_dead()} dead events purged")
+        return 0
+    print("usage: python -m app.webhooks dead | replay EVENT_ID | purge-dead", file=sys.stderr)
     return 2
 
 

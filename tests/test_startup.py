@@ -19,6 +19,7 @@ from app import startup
 from app.config import Settings
 from app.sqlite_db import LOCK_FILE, ThreadConnections, UnusableDatabase, prepare, preparing
 from app.store import StateStore
+from app.webhooks import DATABASE as WEBHOOKS
 from app.webhooks import EventStore
 from tests.test_gunicorn import ROOT, Gunicorn
 
@@ -179,9 +180,9 @@ def test_a_database_made_before_schema_versions_is_migrated_and_keeps_its_rows(t
 def test_a_database_newer_than_the_code_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     startup.prepare(settings(tmp_path))
     with closing(sqlite3.connect(tmp_path / "webhooks.sqlite3")) as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {len(WEBHOOKS.migrations) + 1}")
     with pytest.raises(
-        UnusableDatabase, match=r"webhooks.sqlite3 has schema version 2.* made by a newer smsbridge"
+        UnusableDatabase, match=r"webhooks.sqlite3 has schema version \d+.* made by a newer smsbridge"
     ):
         startup.prepare(settings(tmp_path))
     with pytest.raises(UnusableDatabase, match="made by a newer smsbridge"):

@@ -43,7 +43,7 @@ import app.webhooks
 from app.access import hash_key
 from app.tokens import TokenSigner
 from app.webhook_sources import register_mobsms, source_urls
-from app.webhooks import API_VERSION, EventStore, Target
+from app.webhooks import API_VERSION, EventStore
 from tests.conftest import UNICODE_TEXT, LiveBridge
 from tests.fakes.mobsms import DEFAULT_KEY, FakeMobsms, iso
 from tests.fakes.server import FakeUpstream, Received, Reply
@@ -127,10 +127,10 @@ class Receiver(FakeUpstream):
         stop_quickly(server.shutdown, port_of(self.url))
         server.server_close()
 
-    def reopen_port(self) -> None:
-        """Listen again on the same port."""
+    def reopen_port(self, host: str = "127.0.0.1") -> None:
+        """Listen again on the same port (on another loopback address with `host`)."""
         port = port_of(self.url)
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.server.RequestHandlerClass)
+        self.server = ThreadingHTTPServer((host, port), self.server.RequestHandlerClass)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -369,7 +369,7 @@ def port_of(url: str) -> int:
 
 def park(flask_app: Flask) -> None:
     """Make a finished test's deliverer thread idle, so it never posts to a later test's receiver."""
-    flask_app.extensions["smsbridge"].deliverer.deliver_due = lambda: 0
+    flask_app.extensions["smsbridge"].deliverer._dispatch = lambda: 0
 
 
 def label(text: str) -> str:
@@ -876,7 +876,7 @@ def test_a_huge_answer_is_not_read_past_the_bound(
 # --- 8: dead events ---------------------------------------------------------------------------------------
 
 
-def dead_event(data_dir: Path, target: Target, message: str = UNICODE_TEXT) -> str:
+def dead_event(data_dir: Path, message: str = UNICODE_TEXT) -> str:
     """Store an event whose one attempt failed after its retry window: dead."""
     store = EventStore(data_dir)
     data = {
@@ -887,7 +887,7 @@ def dead_event(data_dir: Path, target: Target, message: str = UNICODE_TEXT) -> s
         "alias": None,
         "device_id": "5",
     }
-    event_id = store.add("default", "sms.received", data, target)
+    event_id = store.add("default", "sms.received", data)
     claimed = store.claim()
     assert claimed is not None and claimed["id"] == event_id
     store.failed(claimed, "HTTP 503", retry_window=0.0)
@@ -913,7 +913,7 @@ def test_a_dead_event_is_listed_replayed_and_delivered_with_its_id(
 ) -> None:
     receiver: V2Receiver = receivers(V2Receiver, SECRET)
     data_dir = tmp_path / "data"
-    event_id = dead_event(data_dir, Target(receiver.url, "v2", SECRET))
+    event_id = dead_event(data_dir)
 
     listed = webhooks_cli(data_dir, "dead")
     assert listed.returncode == 0, listed.stderr
@@ -942,7 +942,7 @@ def test_a_running_bridge_delivers_an_event_replayed_while_it_runs(
 ) -> None:
     receiver: V2Receiver = receivers(V2Receiver, SECRET)
     data_dir = tmp_path / "data"
-    event_id = dead_event(data_dir, Target(receiver.url, "v2", SECRET))
+    event_id = dead_event(data_dir)
     bridge = serve(data_dir=data_dir, webhook_url=receiver.url, webhook_secret=SECRET)  # nothing pending
 
     assert webhooks_cli(data_dir, "replay", event_id).returncode == 0
@@ -1181,3 +1181,283 @@ def test_register_mobsms_is_for_managed_clients(
     with pytest.raises(ValueError, match="passthrough"):
         register_mobsms(bridge.app.extensions["smsbridge"], "default")
     assert fake_mobsms.received == []
+
+
+# --- 11: targets resolved at delivery, never stored ------------------------------------------------------
+
+OLD_SECRET = "whsec-acme-before-rotation-0003"
+NEW_SECRET = "whsec-acme-after-the-rotation-000004"
+
+
+def acme_clients_file(path: Path, webhook: str) -> None:
+    """Write a clients file whose one client, acme (sandbox), has the given webhook lines."""
+    path.write_text(
+        f"""
+[clients.acme]
+key_sha256 = ["{hash_key("acme-key")}"]
+backend = "sandbox"
+{webhook}
+"""
+    )
+
+
+def raw_bytes(data_dir: Path) -> bytes:
+    """The webhook database's bytes on disk, its write-ahead log included."""
+    return b"".join(
+        path.read_bytes()
+        for path in (data_dir / "webhooks.sqlite3", data_dir / "webhooks.sqlite3-wal")
+        if path.exists()
+    )
+
+
+def test_a_rotated_secret_signs_the_pending_events_and_event_rows_hold_no_target(
+    serve: Callable[..., LiveBridge],
+    receivers: Callable[..., Any],
+    fake_mobsms: FakeMobsms,
+    fast_retries: None,
+    tmp_path: Path,
+) -> None:
+    receiver: V2Receiver = receivers(V2Receiver, NEW_SECRET)  # verifies with the secret after rotation
+    receiver.failing = 10**6
+    clients = tmp_path / "clients.toml"
+    acme_clients_file(clients, f'webhook_url = "{receiver.url}/hook"\nwebhook_secret = "{OLD_SECRET}"')
+    bridge = serve(clients_file=str(clients))
+    state = bridge.app.extensions["smsbridge"]
+    inbound = fake_mobsms.add_inbound(SENDER, UNICODE_TEXT, RECEIVED_AT)
+
+    event_id = mobsms_post(urls_of(bridge, "acme")["mobsms"], "incoming", inbound).json()["id"]
+    wait_for(lambda: len(receiver.log) >= 1, "a first attempt, answered 503")
+
+    # The stored event holds neither the target nor its secret.
+    with closing(sqlite3.connect(data_dir_of(bridge) / "webhooks.sqlite3")) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(webhook_events)")}
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not columns & {"url", "secret", "format"}, columns
+    stored = raw_bytes(data_dir_of(bridge))
+    assert event_id.encode() in stored  # the bytes read are the events' own
+    assert OLD_SECRET.encode() not in stored
+    assert receiver.url.encode() not in stored
+
+    acme_clients_file(clients, f'webhook_url = "{receiver.url}/hook"\nwebhook_secret = "{NEW_SECRET}"')
+    wait_for(lambda: state.access.webhook_for("acme").secret == NEW_SECRET, "the clients file reloaded")
+    receiver.failing = 0
+
+    wait_for(receiver.envelopes, "the pending event, signed with the new secret", timeout=10)
+    assert [e["id"] for e in receiver.envelopes()] == [event_id]
+    assert 401 not in receiver.statuses(), receiver.statuses()
+    assert event_in(data_dir_of(bridge), event_id)["status"] == "delivered"
+
+
+def test_the_pending_events_of_a_client_whose_target_was_removed_go_dead_saying_why(
+    serve: Callable[..., LiveBridge],
+    receivers: Callable[..., Any],
+    fake_mobsms: FakeMobsms,
+    fast_retries: None,
+    tmp_path: Path,
+) -> None:
+    receiver: V2Receiver = receivers(V2Receiver, OLD_SECRET)
+    receiver.failing = 10**6
+    clients = tmp_path / "clients.toml"
+    acme_clients_file(clients, f'webhook_url = "{receiver.url}/hook"\nwebhook_secret = "{OLD_SECRET}"')
+    bridge = serve(clients_file=str(clients))
+    state = bridge.app.extensions["smsbridge"]
+    inbound = fake_mobsms.add_inbound(SENDER, "hi", RECEIVED_AT)
+    event_id = mobsms_post(urls_of(bridge, "acme")["mobsms"], "incoming", inbound).json()["id"]
+    wait_for(lambda: len(receiver.log) >= 1, "a first attempt, answered 503")
+
+    acme_clients_file(clients, "# no webhook any more")
+    wait_for(lambda: state.access.webhook_for("acme") is None, "the clients file reloaded")
+
+    row = wait_for(
+        lambda: (r := event_in(data_dir_of(bridge), event_id))["status"] == "dead" and r, "the event dead"
+    )
+    assert row["last_error"] == "the client has no webhook target now"
+    attempts = len(receiver.log)
+    time.sleep(0.3)
+    assert len(receiver.log) == attempts  # nothing more is posted to the old target
+
+
+def test_a_database_made_with_targets_in_its_rows_loses_them_and_their_secrets(tmp_path: Path) -> None:
+    """The migration drops the url, format and secret of every stored event and leaves no copy behind."""
+    path = tmp_path / "webhooks.sqlite3"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(app.webhooks.SCHEMA)
+        db.execute("PRAGMA user_version = 1")
+        for n in range(50):
+            db.execute(
+                "INSERT INTO webhook_events (id, client, type, data, url, format, secret, created_at,"
+                " next_attempt_at, status) VALUES (?, 'acme', 'sms.sent', '{}', ?, 'v2', ?, 1.0, 1.0, ?)",
+                (
+                    f"event-{n}",
+                    f"http://127.0.0.1:9/hook-{OLD_SECRET}",
+                    OLD_SECRET,
+                    "pending" if n else "dead",
+                ),
+            )
+    assert OLD_SECRET.encode() in raw_bytes(tmp_path)
+
+    with closing(EventStore(tmp_path)) as store:
+        assert [event["id"] for event in store.dead()] == ["event-0"]
+        assert store.counts() == {"pending": 49, "dead": 1}
+
+    with closing(sqlite3.connect(path)) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(webhook_events)")}
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not columns & {"url", "secret", "format"}, columns
+    assert OLD_SECRET.encode() not in raw_bytes(tmp_path)
+
+
+# --- 12: one slow receiver, others on time ---------------------------------------------------------------
+
+
+def test_one_slow_receiver_does_not_hold_back_another_clients_events(
+    receivers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Under gunicorn's gevent worker: the slow target gets its cap of attempts at once, others go on."""
+    slow: V2Receiver = receivers(V2Receiver, OLD_SECRET, delay=30.0)  # far past the 10 s timeout
+    quick: V2Receiver = receivers(V2Receiver, NEW_SECRET)
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        f"""
+[clients.slow]
+key_sha256 = ["{hash_key("slow-key")}"]
+backend = "sandbox"
+webhook_url = "{slow.url}/hook"
+webhook_secret = "{OLD_SECRET}"
+
+[clients.quick]
+key_sha256 = ["{hash_key("quick-key")}"]
+backend = "sandbox"
+webhook_url = "{quick.url}/hook"
+webhook_secret = "{NEW_SECRET}"
+"""
+    )
+    bridge = Gunicorn(
+        {
+            "SMSBRIDGE_DATA_DIR": str(tmp_path / "data"),
+            "SMSBRIDGE_WORKERS": "1",
+            "SMSBRIDGE_CLIENTS_FILE": str(clients),
+            "SMSBRIDGE_TOKEN_SECRET": TOKEN_SECRET,
+            "SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE": "true",
+            "SMSBRIDGE_WEBHOOK_TIMEOUT": "10",  # SMSBRIDGE_WEBHOOK_TARGET_CONCURRENCY: 4, the default
+        },
+        tmp_path / "gunicorn.log",
+    )
+    try:
+
+        def post(client: str, n: int) -> None:
+            body = {
+                "event": "incoming",
+                "data": {
+                    "id": n,
+                    "message_id": str(uuid.uuid4()),
+                    "sender_number": SENDER,
+                    "message": f"event {n}",
+                    "direction": "inbound",
+                    "status": "received",
+                    "created_at": RECEIVED_AT,
+                },
+                "timestamp": iso(None),
+            }
+            url = gunicorn_source_url(bridge, client=client)
+            assert requests.post(url, json=body, timeout=10).status_code == 200
+
+        for n in range(6):
+            post("slow", n)
+        wait_for(lambda: slow.connections >= 1, "an attempt at the slow receiver", timeout=10)
+
+        started = time.monotonic()
+        post("quick", 100)
+        wait_for(quick.envelopes, "the quick client's event", timeout=25)
+        waited = time.monotonic() - started
+
+        assert waited < 5.0, f"the quick client's event waited {waited:.1f} s behind the slow receiver"
+        # The slow receiver holds its cap of attempts (4) for the whole timeout, and no more.
+        wait_for(lambda: slow.connections >= 4, "four attempts at the slow receiver at once", timeout=3)
+        time.sleep(0.5)
+        assert slow.connections == 4, "more attempts at once than the cap per target"
+    finally:
+        output = bridge.stop()
+    assert "Traceback" not in output
+
+
+# --- 13: retention, and what reads the events ------------------------------------------------------------
+
+
+def test_delivered_events_are_purged_after_the_retention_by_a_sweep_at_most_once_a_minute(
+    tmp_path: Path,
+) -> None:
+    store = EventStore(tmp_path)
+    now = time.time()
+    ids = {}
+    for name in ("delivered long ago", "delivered yesterday", "dead", "pending"):
+        ids[name] = store.add("acme", "sms.sent", {"guid": name})
+    for name, when in (("delivered long ago", now - 8 * 86400), ("delivered yesterday", now - 86400)):
+        store.delivered(ids[name], now=when)
+    claimed = store.claim(now=now + 1)
+    assert claimed is not None and claimed["id"] == ids["dead"]
+    store.failed(claimed, "HTTP 503", retry_window=0)
+
+    assert store.sweep(7 * 86400, now=now) == 1
+    assert set(events_in(tmp_path)) == {ids["delivered yesterday"], ids["dead"], ids["pending"]}
+
+    store.delivered(ids["delivered yesterday"], now=now - 30 * 86400)
+    assert store.sweep(7 * 86400, now=now + 59) == 0  # not again within the minute
+    assert store.sweep(7 * 86400, now=now + 61) == 1
+    assert set(events_in(tmp_path)) == {ids["dead"], ids["pending"]}  # dead events are kept
+    store.close()
+
+
+def test_a_running_bridge_purges_delivered_events_past_the_retention(
+    serve: Callable[..., LiveBridge], receivers: Callable[..., Any], tmp_path: Path
+) -> None:
+    receiver: V2Receiver = receivers(V2Receiver, SECRET)
+    data_dir = tmp_path / "data"
+    with closing(EventStore(data_dir)) as store:
+        old = store.add("default", "sms.sent", {"guid": "old"})
+        store.delivered(old, now=time.time() - 3 * 86400)
+        recent = store.add("default", "sms.sent", {"guid": "recent"})
+        store.delivered(recent, now=time.time() - 86400)
+
+    serve(data_dir=data_dir, webhook_url=receiver.url, webhook_secret=SECRET, webhook_retention_days=2)
+
+    wait_for(lambda: old not in events_in(data_dir), "the event delivered 3 days ago purged")
+    assert recent in events_in(data_dir)
+
+
+def test_what_start_readyz_metrics_and_the_deliverer_read_of_events_searches_an_index(
+    tmp_path: Path,
+) -> None:
+    """Worker start, /readyz and /metrics read `counts()`; the deliverer claims and sweeps.
+
+    Each statement must SEARCH an index (cost by the events it finds), never SCAN the table (cost by
+    every event ever delivered): read from SQLite's query plans, not from timings.
+    """
+    with closing(EventStore(tmp_path)) as store:
+        for n in range(300):
+            store.delivered(store.add("acme", "sms.sent", {"guid": str(n)}))
+    with closing(sqlite3.connect(tmp_path / "webhooks.sqlite3")) as db:
+        for sql, params in (
+            (app.webhooks.COUNT_SQL, ()),
+            (app.webhooks.PURGE_SQL, (0.0,)),
+            (app.webhooks.CLAIM_SQL, (0.0, 0.0, 0.0, '["busy"]')),
+        ):
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+            on_events = [step for step in plan if "webhook_events" in step]
+            assert on_events, plan
+            assert all(step.startswith("SEARCH webhook_events USING") for step in on_events), (sql, plan)
+
+
+def test_dead_events_are_kept_until_the_operator_purges_them(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    event_id = dead_event(data_dir)
+    with closing(EventStore(data_dir)) as store:
+        assert store.sweep(0.0) == 0  # a retention of nothing purges delivered events only
+    assert set(events_in(data_dir)) == {event_id}
+
+    purged = webhooks_cli(data_dir, "purge-dead")
+
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout == "1 dead events purged\n"
+    assert events_in(data_dir) == {}
