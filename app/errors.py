@@ -11,6 +11,7 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   ├── UnsupportedByBackend
     │   ├── BodyTooLarge            REST 413
     │   ├── UriTooLong              REST 414
+    │   ├── MalformedBody           REST 400: a body whose chunked framing is broken, or cut short
     │   ├── UnknownMessage          REST 404
     │   ├── UnknownDevice           REST 404
     │   ├── NotResendable           REST 409: the message is not in an error state
@@ -99,6 +100,12 @@ class BodyTooLarge(CallerError):
 
 class UriTooLong(CallerError):
     code, name, http_status = 24, "uri_too_long", 414
+
+
+class MalformedBody(CallerError):
+    """The body could not be read: its chunked framing is broken, or the client stopped sending it."""
+
+    code, name = 26, "malformed_body"
 
 
 class UnknownMessage(CallerError):

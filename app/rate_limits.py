@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 
+from app import webhook_sources
 from app.access import hash_key
 from app.config import Settings
 from app.errors import BridgeError, RateLimited
@@ -82,6 +83,10 @@ def client_key() -> str:
 
 def _identify() -> str:
     access = runtime().access
+    if request.blueprint == webhook_sources.bp.name:
+        # A source URL the bridge gave out counts as its source and client; any other post, by address.
+        signed = webhook_sources.signed_source()
+        return f"webhook:{signed[0]}:{signed[1]}" if signed else f"ip:{request.remote_addr}"
     secret = _soap_apikey() if request.blueprint == soap.bp.name else _rest_secret()
     if not secret:
         return f"ip:{request.remote_addr}"
@@ -113,20 +118,23 @@ def _soap_apikey() -> str | None:
 def _limit_of_client() -> str:
     """Return the limit of the request's client: its own from the clients file, else the default."""
     client = client_key()
+    if client.startswith("webhook:"):  # a client's sources have the client's limit, counted apart
+        return runtime().access.limit_for_client(client.split(":", 2)[2] or None)
     name = client.removeprefix("client:")
     return runtime().access.limit_for_client(name if name != client else None)
 
 
 def _exempt() -> bool:
-    # Webhook sources are the upstreams, authenticated by their URL's key: a busy one must not get 429.
+    # Webhook sources are limited too, each source URL under its own count: past it, the upstream gets
+    # the dialect's 429 with Retry-After and posts the event again later.
     path = request.path
-    if path in EXEMPT_PATHS or path.startswith("/webhooks/"):
+    if path in EXEMPT_PATHS:
         return True
     return request.method == "GET" and path in (soap.WSDL_PATH, soap.ENDPOINT_PATH)
 
 
 def init_app(app: Flask, settings: Settings, *, per_client: bool) -> RateLimits:
-    """Limit every request but health checks, metrics, webhook sources and the WSDL.
+    """Limit every request but health checks, metrics and the WSDL.
 
     `per_client`: clients may have limits of their own (managed mode); otherwise every client has
     the default.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import sys
 import time
 import uuid
@@ -27,6 +26,7 @@ import uuid
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from app.errors import CredentialRefused, InvalidParameter
+from app.fronts.dialect import parse_json
 from app.runtime import Runtime, runtime
 from app.vocabulary import unix_seconds
 
@@ -45,25 +45,45 @@ def source_urls(state: Runtime, client: str) -> dict[str, str]:
     }
 
 
+#: the longest `key` a source URL can carry (the bridge's own are about 30 characters)
+MAX_TAG_LENGTH = 200
+
+
+def signed_source() -> tuple[str, str] | None:
+    """Return (source, client) of the source URL this request was posted to, if the bridge gave it out.
+
+    The limiter counts a source's posts under the pair (one count per source and client), and the view
+    refuses any other URL.
+    """
+    args = request.view_args or {}
+    source, client = str(args.get("source", "")), str(args.get("client", ""))
+    tag = request.args.get("key", "")
+    if source not in ("mobsms", "smsmobileapi") or not _printable_ascii(tag, MAX_TAG_LENGTH):
+        return None
+    state = runtime()
+    known = client == "default" if not state.access.managed else state.access.client_named(client) is not None
+    if not known or not state.tokens.verify_label(f"{source}:{client}", tag):
+        return None
+    return source, client
+
+
+def _printable_ascii(value: str, longest: int) -> bool:
+    return value.isascii() and value.isprintable() and 0 < len(value) <= longest
+
+
 @bp.post("/<source>/<client>")
 def receive(source: str, client: str) -> Response:
     """Store the event an upstream posted, then acknowledge it."""
     state = runtime()
-    tag = request.args.get("key", "")
-    known = client == "default" if not state.access.managed else state.access.client_named(client) is not None
-    if (
-        source not in ("mobsms", "smsmobileapi")
-        or not known
-        or not state.tokens.verify_label(f"{source}:{client}", tag)
-    ):
+    if signed_source() != (source, client):
         raise CredentialRefused("this webhook URL is not one the bridge gave out")
     raw = request.get_data()
     if source == "smsmobileapi":
         _verify_vendor_signature(state, client, raw)
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except ValueError:
-        raise InvalidParameter("the webhook body is not JSON") from None
+        raise InvalidParameter("the webhook body is not JSON, or is nested too deep") from None
     if not isinstance(document, dict):
         raise InvalidParameter("the webhook body is not a JSON object")
     event = _from_mobsms(document) if source == "mobsms" else _from_vendor(document)
@@ -147,8 +167,11 @@ def _verify_vendor_signature(state: Runtime, client: str, raw: bytes) -> None:
     timestamp = request.headers.get("X-SMSMobileAPI-Timestamp", "")
     signature = request.headers.get("X-SMSMobileAPI-Signature", "")
     expected = "v1=" + hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
-    fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) <= MAX_SKEW_SECONDS
-    if not fresh or not hmac.compare_digest(signature, expected):
+    fresh = (
+        timestamp.isascii() and timestamp.isdigit() and abs(time.time() - int(timestamp)) <= MAX_SKEW_SECONDS
+    )
+    # As bytes: compare_digest refuses str with a character past ASCII (a header's Latin-1 byte).
+    if not fresh or not hmac.compare_digest(signature.encode(), expected.encode()):
         raise CredentialRefused("the vendor webhook's signature or timestamp does not verify")
 
 

@@ -7,6 +7,9 @@ malformed XML, a foreign namespace and an oversize envelope.
 
 from __future__ import annotations
 
+import base64
+import codecs
+import logging
 import socket
 import threading
 import time
@@ -16,6 +19,7 @@ import pytest
 from flask import Flask
 from lxml import etree
 
+from tests.conftest import UNICODE_TEXT
 from tests.test_soap import envelope, fault_of
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -200,3 +204,177 @@ def test_a_parameter_bomb_is_refused_in_milliseconds(bomb: str, make_app: Callab
     cpu = time.process_time() - started
     assert cpu < 0.1, f"{cpu:.3f} s of CPU"
     assert fault_of(response)[0] == "soap11env:Client.InvalidXml"
+
+
+# --- XML in any declared charset (issue 12, item 5) ------------------------------------------------------
+
+KEY = "sandbox-key-1"
+KEYED = BODY.replace("<apikey>k</apikey>", f"<apikey>{KEY}</apikey>")
+XXE = '<!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]>' + KEYED.replace(
+    "<message>Hi</message>", "<message>a&x;b</message>"
+)
+
+
+def charset_attacks() -> dict[str, tuple[bytes, str]]:
+    """XXE/DOCTYPE envelopes named in encodings where the bytes read differently by who follows the name."""
+    declaration = '<?xml version="1.0" encoding="{}"?>'
+    # UTF-7 with every markup character shifted: to a reader that ignores the name, there is no tag at all
+    utf7_markup = "".join(f"+{base64_utf16(c)}-" if c in '<>!"[]&;=/:' else c for c in XXE).encode()
+    return {
+        "cp037-in-the-header": (XXE.encode("cp037"), "text/xml; charset=cp037"),
+        "cp037-in-the-declaration": ((declaration.format("cp037") + XXE).encode("cp037"), "text/xml"),
+        "ebcdic-in-both": ((declaration.format("IBM037") + XXE).encode("cp037"), "text/xml; charset=IBM037"),
+        "utf7-in-the-header": (XXE.encode("utf-7"), "text/xml; charset=utf-7"),
+        "utf7-markup-in-the-header": (utf7_markup, "text/xml; charset=UTF-7"),
+        "utf7-in-the-declaration": (declaration.format("UTF-7").encode() + utf7_markup, "text/xml"),
+        "utf7-rfc2231-header": (XXE.encode("utf-7"), "text/xml; charset*=utf-7''"),
+        "utf16-doctype-in-the-header": (XXE.encode("utf-16"), "text/xml; charset=utf-16"),
+        "utf32-doctype": ((declaration.format("UTF-32") + XXE).encode("utf-32"), "text/xml"),
+    }
+
+
+def base64_utf16(char: str) -> str:
+    """Return UTF-7's shifted form of one character (base64 of its UTF-16BE bytes, unpadded)."""
+    return base64.b64encode(char.encode("utf-16-be")).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("name", list(charset_attacks()))
+def test_a_doctype_in_any_charset_is_a_client_fault(
+    name: str, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app("sandbox")
+    body, content_type = charset_attacks()[name]
+    response = app.test_client().post("/sendsms/soap/", data=body, headers={"Content-Type": content_type})
+    code, _ = fault_of(response)
+    assert code.startswith("soap11env:Client."), code
+    assert b"root:" not in response.get_data()
+    assert app.extensions["smsbridge"].backend.sent(KEY) == []
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        # an encoding nobody knows, in the header, for a body that is plain ASCII
+        (KEYED.encode(), "text/xml; charset=x-nope", "Client.UnsupportedCharset"),
+        (
+            KEYED.replace("Hi", "caf\xe9").encode("latin-1"),
+            "text/xml; charset=x-nope",
+            "Client.UnsupportedCharset",
+        ),
+        # ... in the declaration
+        (b'<?xml version="1.0" encoding="x-nope"?>' + KEYED.encode(), "text/xml", "Client.InvalidXml"),
+        # a name Python knows that is no text encoding
+        (KEYED.encode(), "text/xml; charset=base64", "Client.UnsupportedCharset"),
+        # UTF-7 with no DOCTYPE: its `+ADw-` is a `<` to a reader that follows the header
+        (KEYED.replace("Hi", "+ADw-b+AD4-").encode(), "text/xml; charset=utf-7", "Client.UnsupportedCharset"),
+        # bytes that are not UTF-8, declared UTF-8 twice
+        (
+            b'<?xml version="1.0" encoding="UTF-8"?>' + KEYED.replace("Hi", "\xff\xfe").encode("latin-1"),
+            "text/xml; charset=utf-8",
+            "Client.InvalidXml",
+        ),
+        # a byte order mark contradicting the declaration, or the header
+        (
+            codecs.BOM_UTF8 + b'<?xml version="1.0" encoding="ISO-8859-1"?>' + KEYED.encode(),
+            "text/xml",
+            "Client.UnsupportedCharset",
+        ),
+        (
+            ('\ufeff<?xml version="1.0" encoding="UTF-8"?>' + KEYED).encode("utf-16-le"),
+            "text/xml",
+            "Client.UnsupportedCharset",
+        ),
+        (
+            ('\ufeff<?xml version="1.0" encoding="UTF-16BE"?>' + KEYED).encode("utf-16-le"),
+            "text/xml",
+            "Client.UnsupportedCharset",
+        ),
+        (codecs.BOM_UTF8 + KEYED.encode(), "text/xml; charset=utf-16", "Client.UnsupportedCharset"),
+        # the header says UTF-16, the bytes are UTF-8
+        (KEYED.encode(), "text/xml; charset=utf-16", "Client.UnsupportedCharset"),
+        # a UTF-16 body the header says is Latin-1
+        (("\ufeff" + KEYED).encode("utf-16-le"), "text/xml; charset=iso-8859-1", "Client.UnsupportedCharset"),
+    ],
+    ids=[
+        "unknown-charset-ascii-body",
+        "unknown-charset-latin1-body",
+        "unknown-declared-encoding",
+        "not-a-text-encoding",
+        "utf7-header-without-doctype",
+        "invalid-utf8",
+        "utf8-bom-vs-latin1-declaration",
+        "utf16-bom-vs-utf8-declaration",
+        "utf16le-bom-vs-utf16be-declaration",
+        "utf8-bom-vs-utf16-header",
+        "utf16-header-utf8-body",
+        "utf16-body-latin1-header",
+    ],
+)
+def test_an_unknown_or_undecodable_charset_is_a_client_fault(
+    body: bytes,
+    content_type: str,
+    expected: str,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app("sandbox")
+    response = app.test_client().post("/sendsms/soap/", data=body, headers={"Content-Type": content_type})
+    code, string = fault_of(response)
+    assert code == f"soap11env:{expected}", string
+    assert app.extensions["smsbridge"].backend.sent(KEY) == []
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "text"),
+    [
+        (
+            ('<?xml version="1.0" encoding="windows-1252"?>' + KEYED.replace("Hi", "5 \u20ac")).encode(
+                "cp1252"
+            ),
+            "text/xml",
+            "5 \u20ac",
+        ),
+        (KEYED.replace("Hi", "5 \u20ac").encode("cp1252"), "text/xml; charset=windows-1252", "5 \u20ac"),
+        (KEYED.replace("Hi", "caf\xe9").encode("latin-1"), "text/xml; charset=ISO-8859-1", "caf\xe9"),
+        (
+            ('<?xml version="1.0" encoding="ISO-8859-1"?>' + KEYED.replace("Hi", "caf\xe9")).encode(
+                "latin-1"
+            ),
+            'text/xml; charset="iso-8859-1"',
+            "caf\xe9",
+        ),
+        (
+            ('<?xml version="1.0" encoding="UTF-16"?>' + KEYED.replace("Hi", UNICODE_TEXT)).encode("utf-16"),
+            "text/xml; charset=utf-16",
+            UNICODE_TEXT,
+        ),
+        (KEYED.replace("Hi", UNICODE_TEXT).encode("utf-16"), "text/xml", UNICODE_TEXT),
+        (("\ufeff" + KEYED.replace("Hi", UNICODE_TEXT)).encode("utf-16-be"), "text/xml", UNICODE_TEXT),
+        (
+            codecs.BOM_UTF8
+            + ('<?xml version="1.0" encoding="UTF-8"?>' + KEYED.replace("Hi", UNICODE_TEXT)).encode(),
+            "text/xml; charset=utf-8",
+            UNICODE_TEXT,
+        ),
+    ],
+    ids=[
+        "cp1252-declared",
+        "cp1252-in-the-header",
+        "latin1-in-the-header",
+        "latin1-declared-and-quoted",
+        "utf16-declared",
+        "utf16-bom-only",
+        "utf16be-bom",
+        "utf8-bom-and-declaration",
+    ],
+)
+def test_a_valid_envelope_in_another_charset_still_sends(
+    body: bytes, content_type: str, text: str, make_app: Callable[..., Flask]
+) -> None:
+    app = make_app("sandbox")
+    response = app.test_client().post("/sendsms/soap/", data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.get_data()[:400]
+    assert [row["message"] for row in app.extensions["smsbridge"].backend.sent(KEY)] == [text]

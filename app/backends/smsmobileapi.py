@@ -125,6 +125,8 @@ class SmsMobileApiBackend(Backend):
         fields = _result_fields(reply)
         if not 200 <= reply.status < 300 or fields is None:
             raise _error_for(reply, fields)
+        if _is_refusal(fields):
+            raise _refusal_for(reply, fields)
         return SendReceipt(
             message_ids=(str(fields.get("id", "")),),
             note=str(fields.get("note", "")),
@@ -324,7 +326,7 @@ def _with_json_apikey(body: bytes | str, secret: str) -> bytes | str:
     """Put `secret` as the apikey of a JSON object body (the one the caller's key came in)."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body
     if not isinstance(document, dict) or document.get("apikey") == secret:
         return body
@@ -351,7 +353,7 @@ def _result_fields(reply: UpstreamReply) -> dict | None:
     """Return the `result` object of a JSON answer, or None when there is none."""
     try:
         document = json.loads(reply.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     result = document.get("result") if isinstance(document, dict) else None
     return result if isinstance(result, dict) else None
@@ -401,10 +403,36 @@ def _error_for(reply: UpstreamReply, fields: dict | None) -> BridgeError:
     return error
 
 
+def _is_refusal(fields: dict) -> bool:
+    """Tell whether a 2xx send result is the vendor's "documented application error": `error` not 0, not sent.
+
+    The vendor's OpenAPI answers a refused send with 200 as well as with 4xx ("Message accepted or a
+    documented application error returned").
+    """
+    error = fields.get("error")
+    if error is None or error is False or str(error).strip().lower() in ("", "0", "false"):
+        return False
+    return str(fields.get("sent", "")).strip() != "1"
+
+
+def _refusal_for(reply: UpstreamReply, fields: dict) -> BridgeError:
+    """Say what a 2xx refusal means, as the same refusal with a 4xx would: a refused key, or the call."""
+    said = _vendor_words(reply, fields)
+    error: BridgeError
+    # result.iac_authorized: "1 means the API key is authorized to use this endpoint".
+    if str(fields.get("iac_authorized", "")).strip() == "0" or "key" in said.lower():
+        error = CredentialRefused(f"SMSMobileAPI refused the API key{said}")
+    else:
+        error = CallerError(f"SMSMobileAPI refused the request{said}")
+    # The REST caller gets the vendor's answer unchanged, as before; SOAP has no such answer: a fault.
+    error.verbatim = reply
+    return error
+
+
 def _is_json(body: bytes) -> bool:
     try:
         json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -412,7 +440,7 @@ def _is_json(body: bytes) -> bool:
 def _vendor_words(reply: UpstreamReply, fields: dict | None) -> str:
     try:
         document = json.loads(reply.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     words = None
     if isinstance(document, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -40,6 +41,31 @@ def check_key(secret: str) -> str:
     if not (secret.isascii() and secret.isprintable()) or len(secret) > 512:
         raise InvalidParameter("apikey must be printable ASCII, at most 512 characters")
     return secret
+
+
+def parse_json(data: bytes | str) -> object:
+    """Parse a JSON document; raise ValueError for one that is not JSON, or nested too deep to read.
+
+    Python's parser recurses once per array or object: `[[[[...` 5,000 deep raises RecursionError,
+    which is no ValueError and would end the request as the bridge's own failure.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def header_value(name: str, value: str) -> str:
+    """Return a request header's value the bridge may hand on upstream; refuse (nothing is sent) any other.
+
+    A value must be printable ASCII: a TAB, another control character or a byte past ASCII (which the
+    server decoded as Latin-1) is refused by name, where the upstream's HTTP client would fail on it.
+    """
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidParameter(
+            f"the {name} header holds a control character (a TAB, say) or a non-ASCII byte"
+        )
+    return value
 
 
 def require_present(params: Mapping[str, str], name: str, empty: str = "it may be empty") -> str:

@@ -18,11 +18,20 @@ from app.errors import (
     BridgeError,
     CallerError,
     InvalidParameter,
+    MalformedBody,
     MissingParameter,
     UriTooLong,
 )
 from app.fronts import soap
-from app.fronts.dialect import check_key, error_result, require, send_result, split_recipients
+from app.fronts.dialect import (
+    check_key,
+    error_result,
+    header_value,
+    parse_json,
+    require,
+    send_result,
+    split_recipients,
+)
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
 from app.vocabulary import (
@@ -188,6 +197,8 @@ def _read_credential() -> Credential | None:
 def http_call() -> HttpCall:
     """Return the call as the caller made it, without its credential, for a passthrough."""
     raw = None if request.form else request.get_data() or None
+    if raw is not None and request.is_json:
+        _body_pairs()  # a body said to be JSON goes on only if it parses (refused by name otherwise)
     header = request.headers.get("Authorization", "")
     scheme = header.partition(" ")[0]
     return HttpCall(
@@ -196,8 +207,8 @@ def http_call() -> HttpCall:
         query=tuple((k, v) for k, v in request.args.items(multi=True) if k not in _NOT_FORWARDED),
         form=tuple((k, v) for k, v in request.form.items(multi=True) if k not in _NOT_FORWARDED),
         body=raw,
-        content_type=request.content_type or "" if raw else "",
-        authorization="" if scheme.lower() == "bearer" else header,
+        content_type=header_value("Content-Type", request.content_type or "") if raw else "",
+        authorization="" if scheme.lower() == "bearer" else header_value("Authorization", header),
     )
 
 
@@ -288,7 +299,16 @@ def _read_body_pairs() -> list[tuple[str, str]]:
     if request.form:
         return list(request.form.items(multi=True))
     if request.is_json:
-        document = request.get_json(silent=True)
+        data = request.get_data()
+        if not data.strip():
+            return []
+        try:
+            document = parse_json(data)
+        except ValueError:
+            raise InvalidParameter(
+                "the body is said to be JSON (Content-Type: application/json) but does not parse as JSON, "
+                "or is nested too deep"
+            ) from None
         if isinstance(document, dict):
             return [
                 (str(k), "" if v is None else str(v))
@@ -329,15 +349,39 @@ class _MethodNotAllowed(CallerError):
     code, name, http_status = 41, "method_not_allowed", 405
 
 
-def _keep_form_bytes() -> None:
-    """Keep an urlencoded body's bytes before anything parses the form, so they can be checked."""
-    if request.mimetype == "application/x-www-form-urlencoded":
+def _read_body_first() -> None:
+    """Read the whole body before anything else, and keep it, so that a broken one is refused by name.
+
+    The form parser, the limiter and the views all read the kept bytes (an urlencoded body's are also
+    checked for UTF-8). A body gunicorn cannot frame (a bad chunk size, chunk-extension garbage, a
+    missing chunk terminator, a body cut short) fails here, as the caller's error. Where the next
+    request would start is then unknown: gunicorn closes the connection after the answer (it never
+    drains a body it failed to read), and another server is told to with `Connection: close`. A body
+    over MAX_CONTENT_LENGTH is refused as it always is.
+    """
+    try:
         request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise
+    except Exception as exc:
+        # Nothing of the body is logged: the exception's name is enough to tell the framing fault.
+        log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
+        g.close_connection = True
+        raise MalformedBody(
+            "the request body could not be read: its chunked framing is broken, or it was cut short"
+        ) from None
+
+
+def _close_after_malformed_body(response: Response) -> Response:
+    if g.get("close_connection"):
+        response.headers["Connection"] = "close"
+    return response
 
 
 def register_error_handlers(app: Flask) -> None:
     """Make every error, expected or not, an answer in the SMSMobileAPI dialect."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _keep_form_bytes)
+    app.before_request_funcs.setdefault(None, []).insert(0, _read_body_first)
+    app.after_request(_close_after_malformed_body)
 
     @app.errorhandler(BridgeError)
     def bridge_error(error: BridgeError) -> Response:

@@ -12,12 +12,15 @@ envelope that does not parse is a Client fault before the limiter counts anythin
 
 from __future__ import annotations
 
+import codecs
+import functools
 import hashlib
 import io
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -255,11 +258,18 @@ def _read_envelope() -> Envelope | EnvelopeRefused:
         return EnvelopeRefused("Client.BodyTooLarge", f"the SOAP envelope is over {limit} bytes")
     if not body.strip():
         return EnvelopeRefused("Client.InvalidXml", "the request has no SOAP envelope")
-    if b"\x00" in body:
-        # UTF-16 or UTF-32: no SOAP client here sends them.
-        return EnvelopeRefused("Client.InvalidXml", "only UTF-8 or ISO-8859-1 envelopes are accepted")
+    media_type = request.mimetype or "text/xml"
+    if media_type.startswith("multipart/"):
+        # MTOM and SOAP with attachments: sendSms has no attachment to carry, and spyne would read the
+        # parts (their Content-IDs, their charsets) with code of its own. The envelope comes as it is.
+        return EnvelopeRefused(
+            "Client.UnsupportedMediaType",
+            f"{media_type[:60]} is not accepted: post the SOAP envelope itself, as text/xml",
+        )
     try:
         root = envelope_root(body, request.content_type or "text/xml")
+    except CharsetRefused as exc:
+        return EnvelopeRefused("Client.UnsupportedCharset", str(exc)[:300])
     except (etree.XMLSyntaxError, LookupError, ValueError) as exc:
         return EnvelopeRefused("Client.InvalidXml", f"the SOAP envelope is not well-formed XML: {exc}"[:300])
     docinfo = root.getroottree().docinfo
@@ -324,9 +334,6 @@ def _fault_outcome(code: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-_LATIN1 = re.compile(r"iso-8859-1|latin-?1", re.IGNORECASE)
-
-
 def _parser(encoding: str | None) -> etree.XMLParser:
     # No DTD, no entities, no network, no huge trees; comments and processing instructions dropped.
     return etree.XMLParser(
@@ -341,31 +348,144 @@ def _parser(encoding: str | None) -> etree.XMLParser:
 
 
 def envelope_root(body: bytes, content_type: str) -> etree._Element:
-    """Parse an envelope in the encoding it is really written in; raise XMLSyntaxError or LookupError.
+    """Parse an envelope in the encoding it is really written in; raise CharsetRefused or XMLSyntaxError.
 
-    lxml reads the XML declaration's encoding (UTF-8 without one). Without one, the Content-Type's
-    charset says how to read the bytes. And nusoap (soap_defencoding's default) declares ISO-8859-1,
-    in the declaration or the header, but sends PHP's strings as they are, which is UTF-8: read as
-    declared, every non-ASCII character would arrive as mojibake, so a body said to be Latin-1 whose
-    bytes are UTF-8 is read as UTF-8. One whose high bytes are not UTF-8 really is Latin-1.
+    lxml reads a byte order mark, else the XML declaration's encoding (UTF-8 without one). Without a
+    declaration, the Content-Type's charset says how to read the bytes. And nusoap (soap_defencoding's
+    default) declares ISO-8859-1, in the declaration or the header, but sends PHP's strings as they are,
+    which is UTF-8: read as declared, every non-ASCII character would arrive as mojibake, so a body said
+    to be Latin-1 whose bytes are UTF-8 is read as UTF-8. One whose high bytes are not UTF-8 really is
+    Latin-1.
+
+    Every encoding named (charset, declaration, BOM) must be one Python knows and one that reads ASCII
+    as ASCII (UTF-8, ISO-8859-*, windows-125*...), or UTF-16; and they must agree. UTF-7, EBCDIC
+    (cp037...), UTF-32, the stateful ISO-2022 family and unknown names are refused: in them the same
+    bytes are other characters (a DOCTYPE, say) for a reader that follows the name than for one that
+    does not, and the answer must never depend on which one reads.
     """
     charset = parse_options_header(content_type)[1].get("charset")
+    header = _accepted_codec(charset, "the Content-Type's charset") if charset else None
+    bom = _bom_codec(body)
+    if bom is not None:
+        _check_bom(body, bom, charset, header)
+        return etree.fromstring(body, _parser(None))  # read as its BOM says
+    wide = body.startswith((b"<\x00", b"\x00<"))  # UTF-16 without a BOM, which libxml2 also detects so
+    if header is not None and (header in _UTF16) != wide:
+        raise CharsetRefused(
+            f"the Content-Type says charset={charset[:40]}, which the body is not written in"
+        )
     try:
         root = etree.fromstring(body, _parser(None))
     except etree.XMLSyntaxError:
-        if not charset:
+        if charset is None or wide:
             raise
         return etree.fromstring(body, _parser(charset))  # not UTF-8, and only the header says what
-    if body.isascii():
-        return root  # read the same in every encoding a SOAP client uses
-    declared = root.getroottree().docinfo.encoding or "UTF-8"
-    if _LATIN1.search(declared):
+    named = root.getroottree().docinfo.encoding or "UTF-8"
+    declared = _accepted_codec(named, "the XML declaration's encoding")
+    if (declared in _UTF16) != wide:
+        raise CharsetRefused(
+            f"the XML declaration says encoding={named[:40]}, which the body is not written in"
+        )
+    if wide or body.isascii():
+        return root  # UTF-16 as the body's bytes say; ASCII reads the same in every accepted encoding
+    if declared == _LATIN1:
         return etree.fromstring(body, _parser("utf-8")) if _is_utf8(body) else root
-    if declared.upper() == "UTF-8" and charset and charset.lower() not in ("utf-8", "utf8"):
-        if _LATIN1.search(charset) and _is_utf8(body):
+    if declared == "utf-8" and header is not None and header != "utf-8":
+        if header == _LATIN1 and _is_utf8(body):
             return root
         return etree.fromstring(body, _parser(charset))
     return root
+
+
+class CharsetRefused(ValueError):
+    """The envelope names an encoding the bridge does not read, or two that contradict each other."""
+
+
+#: Python's names of the UTF-16 encodings, the only accepted ones that do not read ASCII as ASCII
+_UTF16 = frozenset({"utf-16", "utf-16-le", "utf-16-be"})
+_LATIN1 = "iso8859-1"
+#: byte order marks, longest first (UTF-32's little-endian mark starts with UTF-16's)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_ASCII = bytes(range(128))
+
+
+def _accepted_codec(name: str, where: str) -> str:
+    """Return Python's name of the encoding `name`, or raise CharsetRefused when it is not one accepted."""
+    try:
+        codec = codecs.lookup(name).name
+    except (LookupError, ValueError, TypeError):
+        raise CharsetRefused(f"{where} {name[:40]!r} is not a known character encoding") from None
+    if codec in _UTF16 or (not codec.startswith(("utf-7", "iso2022", "hz")) and _reads_ascii(codec)):
+        return codec
+    raise CharsetRefused(
+        f"{where} {name[:40]!r} is not accepted: write the envelope in UTF-8, UTF-16 or an encoding "
+        "that keeps ASCII as it is (ISO-8859-1, windows-1252...)"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _reads_ascii(codec: str) -> bool:
+    try:
+        return _ASCII.decode(codec) == _ASCII.decode("ascii")
+    except (LookupError, ValueError):  # not a text encoding (base64, rot13), or not a superset of ASCII
+        return False
+
+
+def _bom_codec(body: bytes) -> str | None:
+    return next((codec for mark, codec in _BOMS if body.startswith(mark)), None)
+
+
+def _check_bom(body: bytes, bom: str, charset: str | None, header: str | None) -> None:
+    """Refuse a byte order mark that another name of the body's encoding contradicts."""
+    if bom.startswith("utf-32"):
+        raise CharsetRefused("UTF-32 envelopes are not accepted: write the envelope in UTF-8 or UTF-16")
+    agreeing = {bom, "utf-16"} if bom in _UTF16 else {bom}
+    declared = _declared_encoding(body)
+    if declared is not None and _accepted_codec(declared, "the XML declaration's encoding") not in agreeing:
+        raise CharsetRefused(f"the byte order mark says {bom} but the XML declaration says {declared[:40]}")
+    if charset is not None and header not in agreeing:
+        raise CharsetRefused(
+            f"the byte order mark says {bom} but the Content-Type says charset={charset[:40]}"
+        )
+
+
+class _PrologRead(Exception):
+    pass
+
+
+def _declared_encoding(body: bytes) -> str | None:
+    """Return the XML declaration's encoding as written (None without one), behind a byte order mark.
+
+    libxml2 follows the mark and keeps no trace of a declaration that says otherwise; expat reports the
+    declaration as written. It reads the prolog only: it stops at the DOCTYPE or the first tag, and
+    nothing it reads is used but this name.
+    """
+    found: list[str | None] = [None]
+
+    def declaration(version: str, encoding: str | None, standalone: int) -> None:
+        found[0] = encoding
+        raise _PrologRead
+
+    def stop(*args: object) -> None:
+        raise _PrologRead
+
+    reader = expat.ParserCreate()
+    reader.XmlDeclHandler = declaration
+    reader.StartDoctypeDeclHandler = stop
+    reader.StartElementHandler = stop
+    try:
+        reader.Parse(body, True)
+    except _PrologRead:
+        pass
+    except expat.ExpatError as exc:
+        raise CharsetRefused(f"the envelope does not read as its byte order mark says: {exc}") from None
+    return found[0]
 
 
 def _is_utf8(body: bytes) -> bool:
