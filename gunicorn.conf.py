@@ -1,14 +1,127 @@
 """gunicorn settings for smsbridge: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
+import contextlib
+import errno
+import mmap
 import os
 import shutil
+import struct
+import sys
 
 # Metrics are summed over the workers through files in this directory (prometheus_client's
 # multiprocess mode). It must be set before anything imports prometheus_client, so before the app.
+# The operator may put it elsewhere (PROMETHEUS_MULTIPROC_DIR), on a disk of its own.
 _data_dir = os.environ.get("SMSBRIDGE_DATA_DIR") or "data"
 os.makedirs(_data_dir, mode=0o700, exist_ok=True)  # the owner's only, as app.startup makes it
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(_data_dir, "metrics"))
-os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+
+#: set once this process has said that its metrics are kept in memory only
+_metrics_in_memory = False
+
+
+def _metrics_off(why: str) -> None:
+    """Say once per process, in one line, that this process's metrics are not shared any more."""
+    global _metrics_in_memory
+    if not _metrics_in_memory:
+        _metrics_in_memory = True
+        sys.stderr.write(
+            f"smsbridge: metrics: {why}; process {os.getpid()} keeps its metrics in memory only (not "
+            "in /metrics) and goes on serving; free space there, or set PROMETHEUS_MULTIPROC_DIR to "
+            "another disk\n"
+        )
+        sys.stderr.flush()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file `fd` real blocks up to `size` bytes (raise OSError, ENOSPC, when the disk is full)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        # A file system without fallocate: write zeros past the end instead.
+        start = os.fstat(fd).st_size
+        if start < size:
+            os.pwrite(fd, bytes(size - start), start)
+
+
+def _guard_metrics_files() -> None:
+    """Make a full metrics disk cost the metrics, never a process.
+
+    prometheus_client grows its files with truncate (a hole) and writes to them through mmap: on a
+    full disk, the first write to a page with no block behind it kills the process with SIGBUS (a
+    worker on its first request; the master as it starts, since importing the app makes a counter).
+    Here every block is allocated before it is mapped; when that fails, the process keeps its
+    values in anonymous memory instead, and says so once.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import mmap_dict, values
+
+    initial = mmap_dict._INITIAL_MMAP_SIZE
+
+    class PreallocatedMmapedDict(mmap_dict.MmapedDict):
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if read_mode:
+                super().__init__(filename, read_mode)
+                return
+            existed = os.path.exists(filename)
+            try:
+                fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    _allocate(fd, max(initial, os.fstat(fd).st_size))
+                finally:
+                    os.close(fd)
+                super().__init__(filename, read_mode)
+            except OSError as error:
+                _metrics_off(f"cannot allocate {filename}: {os.strerror(error.errno or 0)}")
+                if not existed:
+                    # A scrape must never read an empty file (prometheus_client cannot).
+                    with contextlib.suppress(OSError):
+                        os.unlink(filename)
+                self._in_memory(filename, bytes(8), initial)
+
+        def _in_memory(self, filename: str, content: bytes, capacity: int) -> None:
+            self._f = None
+            self._fname = filename
+            self._capacity = capacity
+            self._m = mmap.mmap(-1, capacity)
+            self._m[: len(content)] = content
+            if not hasattr(self, "_positions"):
+                self._positions = {}
+                self._used = 8
+                struct.pack_into("i", self._m, 0, self._used)
+
+        def _init_value(self, key: str) -> None:
+            encoded = key.encode("utf-8")
+            size = 4 + len(encoded) + (8 - (len(encoded) + 4) % 8) + 16  # as MmapedDict packs it
+            capacity = self._capacity
+            while self._used + size > capacity:
+                capacity *= 2
+            if capacity != self._capacity:
+                if self._f is not None:
+                    try:
+                        _allocate(self._f.fileno(), capacity)
+                    except OSError as error:
+                        _metrics_off(f"cannot grow {self._fname}: {os.strerror(error.errno or 0)}")
+                        content = bytes(self._m[: self._used])
+                        self._m.close()
+                        self._f.close()
+                        self._in_memory(self._fname, content, capacity)
+                else:
+                    content = bytes(self._m[: self._used])
+                    self._in_memory(self._fname, content, capacity)
+            super()._init_value(key)
+
+    values.MmapedDict = PreallocatedMmapedDict  # type: ignore[misc]
+
+
+try:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+except OSError as _error:
+    _metrics_off(f"cannot make {os.environ['PROMETHEUS_MULTIPROC_DIR']}: {os.strerror(_error.errno or 0)}")
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+_guard_metrics_files()
 
 from gunicorn import glogging  # noqa: E402
 
@@ -75,16 +188,26 @@ def on_starting(server: object) -> None:
     except ConfigError as error:
         # Said in one line, as an invalid setting is, not as a traceback.
         raise SystemExit(f"smsbridge: {error}") from None
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as error:
+            # Each worker then finds it cannot write there, says so and keeps its metrics in memory.
+            _metrics_off(f"cannot make {directory}: {os.strerror(error.errno or 0)}")
 
 
 def child_exit(server: object, worker: object) -> None:
     """Let a dead worker's live gauges go (its counters stay counted)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    try:
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    except OSError as error:
+        _metrics_off(f"cannot forget worker {worker.pid}'s gauges: {os.strerror(error.errno or 0)}")  # type: ignore[attr-defined]
 
 
 def post_fork(server: object, worker: object) -> None:

@@ -17,11 +17,14 @@ Fronts turn these into their dialect (SMSMobileAPI JSON error, SOAP Fault); back
     │   ├── NotResendable           REST 409: the message is not in an error state
     │   ├── SyncRequired            REST 409: WhatsApp messages are read after a synchronisation
     │   ├── IdempotencyKeyReused    REST 422: the key came before with other parameters
-    │   └── IdempotencyInFlight     REST 409: the first request with the key has not finished
+    │   ├── IdempotencyInFlight     REST 409: the first request with the key has not finished
+    │   └── ResendInFlight          REST 409: another resend of the message is under way
     ├── CredentialRefused           the key is unknown or refused: REST 403, SOAP Client.KeyRefused
     ├── NotAllowed                  the key is valid but may not do this: REST 403, SOAP Client.NotAllowed
     ├── RateLimited                 too many requests: REST 429 + Retry-After, SOAP Client.RateLimited
     │   └── UpstreamRateLimited     the backend's own limit
+    ├── StorageUnavailable          its own storage failed (locked, disk full): REST 503, nothing sent
+    ├── IdempotencyOutcomeUnknown   REST 409: the first request with the key died; check its reference
     └── BackendError                the backend's trouble, not the caller's: SOAP Server.*
         ├── NoDeviceAvailable       no phone can send now (the vendor answers 200)
         ├── BackendUnreachable      nothing reached the backend (refused): safe to try again
@@ -130,6 +133,31 @@ class IdempotencyKeyReused(CallerError):
 
 class IdempotencyInFlight(CallerError):
     code, name, http_status = 23, "idempotency_in_flight", 409
+
+
+class ResendInFlight(CallerError):
+    code, name, http_status = 25, "resend_in_flight", 409
+
+
+class StorageUnavailable(BridgeError):
+    """The bridge's own storage (a locked database, a full disk) failed before anything was sent: retry."""
+
+    code, name, http_status = 42, "storage_unavailable", 503
+    fault_prefix = "Server"
+    retry_after = 1
+
+
+class IdempotencyOutcomeUnknown(BridgeError):
+    """The first request with the key stopped (its worker died) before its answer was kept.
+
+    It may have sent: it is never sent again under this key. `reference` (the key, which mobsms
+    also keeps as the message's my_id) is how to find out.
+    """
+
+    code, name, http_status = 43, "idempotency_outcome_unknown", 409
+    fault_prefix = "Server"
+    nothing_sent = False
+    outcome_unknown = True
 
 
 class CredentialRefused(BridgeError):

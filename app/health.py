@@ -1,7 +1,8 @@
 """Health: `/healthz` says the process is alive; `/readyz` that it can serve sends now.
 
 Ready means: the configuration was valid (or the process would not run), the state stores answer,
-and the rate-limit storage answers (with Redis down, limits go on in memory, but the bridge reports
+the data directory takes writes (free space and a small write probe, cached for a few seconds), and
+the rate-limit storage answers (with Redis down, limits go on in memory, but the bridge reports
 itself not ready so that an operator or an orchestrator sees it). Neither says anything secret.
 """
 
@@ -11,7 +12,9 @@ import sqlite3
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from app.errors import StorageUnavailable
 from app.runtime import runtime
+from app.sqlite_db import disk_trouble
 
 bp = Blueprint("health", __name__)
 
@@ -27,12 +30,16 @@ def readyz() -> Response:
     """Say whether the state stores and the limiter's storage answer; 503 when one does not."""
     state = runtime()
     checks = {"config": "ok"}
+    # A full disk may fail only writes, and the reads below still answer: probed (cached) on its own.
+    trouble = disk_trouble(state.settings.data_dir)
     try:
         state.idempotency.store.received_flags("readyz")
         state.events.counts()
-        checks["state_store"] = "ok"
-    except sqlite3.Error as exc:
-        checks["state_store"] = f"failing: {type(exc).__name__}"
+        checks["state_store"] = "ok" if trouble is None else f"failing: the data disk is {trouble}"
+    except (sqlite3.Error, StorageUnavailable) as exc:
+        checks["state_store"] = (
+            f"failing: {type(exc).__name__}" if trouble is None else f"failing: the data disk is {trouble}"
+        )
     limiter = current_app.extensions.get("smsbridge.limiter")
     reachable = limiter is not None and limiter.storage_answers()
     checks["rate_limit_storage"] = "ok" if reachable else "unreachable (limits are counted in memory)"

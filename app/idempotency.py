@@ -4,28 +4,50 @@ The key comes in the `Idempotency-Key` header or, for legacy clients that cannot
 `idempotency_key` parameter. It is scoped to the client, kept in the state store (shared by every
 worker on the host) for SMSBRIDGE_IDEMPOTENCY_TTL seconds (24 h by default), and bound to the
 request's parameters: the same key with other parameters is refused (422). A repeat that arrives while
-the first is still in flight waits for its answer. A first attempt that provably sent nothing (a
+the first is still in flight waits for its answer, REPEAT_WAIT seconds at most (under the PHP SDK's
+10 s timeout), then answers 409 `idempotency_in_flight`. A first attempt that provably sent nothing (a
 refused key, an unreachable backend...) releases the key, so that the repeat can really try again.
+
+A claim carries its holder's deadline: the claim time plus the send's whole time (connect + read
+timeouts + 1 s). A claim still unanswered past it belongs to a holder that died (its worker was killed
+mid-send): it may have sent, so a repeat is never sent again; it answers `idempotency_outcome_unknown`
+with the key as the reference to check (on mobsms, the message's my_id), for the key's whole TTL.
+
+An answer that cannot be kept (a locked database, a full disk) still reaches its caller, and a log
+line says so; a repeat then finds the claim unanswered, as above.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 
 from flask import Response, g, request
 
-from app.errors import IdempotencyInFlight, IdempotencyKeyReused, InvalidParameter
+from app.errors import (
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    IdempotencyOutcomeUnknown,
+    InvalidParameter,
+    StorageUnavailable,
+)
 from app.store import StateStore
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 PARAMETER = "idempotency_key"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 #: how often a repeat looks whether the first request has finished
 POLL_SECONDS = 0.05
+#: the longest a repeat waits for the first request's answer: its own answer must reach a client whose
+#: timeout is 10 s (the PHP SDK's) in time
+REPEAT_WAIT = 8.0
 
 
 def requested_key(params: Mapping[str, str] | None = None) -> str | None:
@@ -50,28 +72,47 @@ class Idempotency:
     def __init__(self, store: StateStore, ttl: int, wait: float) -> None:
         self.store = store
         self.ttl = ttl
+        #: the longest a send takes (connect + read timeouts + 1 s): a holder's deadline
         self.wait = wait
 
     def run(self, client: str, key: str, digest: str, send: Callable[[], Response]) -> Response:
         """Return the first answer given for (client, key), calling `send` only if there is none."""
         scope = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
-        held = self.store.claim(scope, digest, self.ttl)
+        held = self.store.claim(scope, digest, self.ttl, self.wait)
         if held is None:
             return self._first(scope, send)
         if held["fingerprint"] != digest:
             raise IdempotencyKeyReused(
                 f"this {HEADER} was used before with other parameters: use a new key for a new message"
             )
-        deadline = time.monotonic() + self.wait
-        while not held["done"] and time.monotonic() < deadline:
+        waited_until = time.monotonic() + min(self.wait, REPEAT_WAIT)
+        while not held["done"] and not self._holder_gone(held) and time.monotonic() < waited_until:
             time.sleep(POLL_SECONDS)
             held = self.store.idempotent(scope) or held
-        if not held["done"]:
-            error = IdempotencyInFlight(
-                f"the first request with this {HEADER} has not finished; ask again in a moment"
+        if held["done"]:
+            return self._replay(held)
+        if self._holder_gone(held):
+            raise IdempotencyOutcomeUnknown(
+                f"the first request with this {HEADER} stopped before its answer was kept (the bridge "
+                "was restarted, or could not store it): it may have sent the message, so it is not "
+                "sent again under this key; check the message by its reference (this "
+                f"{HEADER}; on mobsms, the message's my_id) before sending it with a new key"
             )
-            error.retry_after = 1
-            raise error
+        error = IdempotencyInFlight(
+            f"the first request with this {HEADER} has not finished; ask again in a moment"
+        )
+        error.retry_after = 1
+        raise error
+
+    def _holder_gone(self, held: sqlite3.Row) -> bool:
+        """Say whether the claim's holder is past its deadline without an answer (it died)."""
+        until = held["holder_until"]
+        if until is None:  # a claim made before deadlines were kept
+            until = held["created_at"] + self.wait
+        return time.time() > until
+
+    @staticmethod
+    def _replay(held: sqlite3.Row) -> Response:
         response = Response(held["body"], status=held["status"], content_type=held["content_type"])
         for name, value in json.loads(held["headers"] or "[]"):
             response.headers[name] = value
@@ -81,15 +122,25 @@ class Idempotency:
     def _first(self, scope: str, send: Callable[[], Response]) -> Response:
         g.nothing_sent = False
         response = send()
-        if g.get("nothing_sent"):
-            self.store.release(scope)
-        else:
-            kept = [(k, v) for k, v in response.headers.items() if k in ("Retry-After",)]
-            self.store.complete(
-                scope,
+        try:
+            if g.get("nothing_sent"):
+                self.store.release(scope)
+            else:
+                kept = [(k, v) for k, v in response.headers.items() if k in ("Retry-After",)]
+                self.store.complete(
+                    scope,
+                    response.status_code,
+                    response.content_type or "",
+                    response.get_data(),
+                    json.dumps(kept),
+                )
+        except StorageUnavailable as error:
+            # The send is over (it may have gone out): its caller gets its answer whatever the store says.
+            # A repeat finds the claim unanswered and, past its deadline, answers "outcome unknown".
+            log.error(
+                "the idempotency record of this send could not be stored (%s); its answer (HTTP %s) "
+                "was given anyway, and a repeat with its key will answer idempotency_outcome_unknown",
+                error.__cause__ or error,
                 response.status_code,
-                response.content_type or "",
-                response.get_data(),
-                json.dumps(kept),
             )
         return response

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
-from app.sqlite_db import Database, ThreadConnections
+from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0
 #: how often expired windows are deleted from the SQLite file
 SWEEP_SECONDS = 60.0
+#: how long a count waits in all, cooperatively, for a SQLite file another process holds locked before
+#: its error goes to the fallback (memory); SQLite itself holds the event loop BUSY_SLICE at most
+LOCKED_WAIT = 1.0
 #: the schemes a fallback can stand in front of
 LASTING_SCHEMES = ("sqlite", "redis", "rediss", "redis+sentinel")
 FALLBACK_PREFIX = "fallback+"
@@ -78,7 +81,9 @@ class SqliteStorage(Storage):
         if not path.startswith("/"):
             raise ValueError(f"{uri!r}: expected sqlite:///absolute/path/to/file")
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self.connections = ThreadConnections(Path(path), self.SCHEMA, autocommit=True, durable=False)
+        self.connections = ThreadConnections(
+            Path(path), self.SCHEMA, autocommit=True, durable=False, busy_slice=BUSY_SLICE
+        )
         self._next_sweep = 0.0
         #: the last hit of this thread, or of this greenlet under gevent (key, count, window end): the
         #: answer's X-RateLimit-* headers ask for them right after it, and get them with no query
@@ -90,15 +95,22 @@ class SqliteStorage(Storage):
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         now = time.time()
-        db = self.connections.get()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_SECONDS
-            db.execute("DELETE FROM windows WHERE ends <= ?", (now,))
-        count, ends = db.execute(
-            self._INCR, {"key": key, "now": now, "expiry": expiry, "amount": amount}
-        ).fetchone()
+
+        def hit(db: sqlite3.Connection) -> tuple[int, float]:
+            if now >= self._next_sweep:
+                self._next_sweep = now + SWEEP_SECONDS
+                db.execute("DELETE FROM windows WHERE ends <= ?", (now,))
+            return db.execute(
+                self._INCR, {"key": key, "now": now, "expiry": expiry, "amount": amount}
+            ).fetchone()
+
+        count, ends = self._run(hit)
         self._last_hit.window = (key, count, ends)
         return count
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` waiting for a lock cooperatively (never holding the event loop), LOCKED_WAIT at most."""
+        return self.connections.run(work, timeout=LOCKED_WAIT)
 
     def get(self, key: str) -> int:
         return self._window(key)[0]
@@ -112,24 +124,24 @@ class SqliteStorage(Storage):
         last = getattr(self._last_hit, "window", None)
         if last is not None and last[0] == key and last[2] > now:
             return last[1], last[2]
-        row = (
-            self.connections.get()
-            .execute("SELECT count, ends FROM windows WHERE key = ? AND ends > ?", (key, now))
-            .fetchone()
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT count, ends FROM windows WHERE key = ? AND ends > ?", (key, now)
+            ).fetchone()
         )
         return (row[0], row[1]) if row else (0, now)
 
     def check(self) -> bool:
-        self.connections.get().execute("SELECT 1 FROM windows LIMIT 1").fetchall()
+        self._run(lambda db: db.execute("SELECT 1 FROM windows LIMIT 1").fetchall())
         return True
 
     def reset(self) -> int | None:
         self._last_hit.window = None
-        return self.connections.get().execute("DELETE FROM windows").rowcount
+        return self._run(lambda db: db.execute("DELETE FROM windows").rowcount)
 
     def clear(self, key: str) -> None:
         self._last_hit.window = None
-        self.connections.get().execute("DELETE FROM windows WHERE key = ?", (key,))
+        self._run(lambda db: db.execute("DELETE FROM windows WHERE key = ?", (key,)))
 
 
 class FallbackStorage(Storage):

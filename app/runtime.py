@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
 import threading
 
 from flask import Flask, current_app
@@ -17,6 +19,8 @@ from app.tokens import TokenSigner
 from app.webhooks import Deliverer, EventStore
 
 EXTENSION = "smsbridge"
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -39,7 +43,7 @@ class Runtime:
             settings=settings,
             targets=self.access.webhook_for,
         )
-        if self.events.counts() or settings.webhook_url or self.access.any_webhook():
+        if settings.webhook_url or self.access.any_webhook() or self._events_left():
             # Events left by a previous run, or replayed from the command line, go on being delivered.
             self.deliverer.start()
         self.idempotency = Idempotency(
@@ -47,6 +51,14 @@ class Runtime:
             settings.idempotency_ttl,
             wait=settings.connect_timeout + settings.read_timeout + 1,
         )
+
+    def _events_left(self) -> bool:
+        """Say whether events wait in the store; True when it cannot be read now (a full disk, a lock)."""
+        try:
+            return bool(self.events.counts())
+        except sqlite3.Error as error:
+            log.error("webhook events cannot be counted at start (%s): the deliverer starts anyway", error)
+            return True
 
     def backend_for(self, name: str) -> Backend:
         """Return the backend called `name`, made once (the default one, and any a client names)."""

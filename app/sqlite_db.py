@@ -11,32 +11,116 @@ it lacks) is done once, before gunicorn forks (`app.startup.prepare`), under an 
 in the data directory, so that any number of processes preparing at once take turns. Workers then only
 open connections. A store opened on a file nobody prepared (a command-line tool, a test) prepares it
 itself, under the same lock.
+
+Waiting for a lock. SQLite waits for another connection's lock inside its own C code, which under
+gevent holds the whole worker: every other request (even `/healthz`) stood still for as long as the
+lock was held. A store made with `busy_slice` lets SQLite wait that long at most (a few ms), and runs
+its units of work through `ThreadConnections.run`, which on "database is locked" rolls back, gives the
+event loop back (time.sleep, gevent's once patched) and tries again until BUSY_TIMEOUT is over, then
+lets the error go: the caller answers "database is locked, nothing was sent" rather than hang.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: the lock file, in the data directory, that processes preparing it take turns on
 LOCK_FILE = "prepare.lock"
 #: how long preparing waits for a lock another process holds on a database before giving up
 PREPARE_TIMEOUT = 30.0
-#: how long a worker's statement waits for another connection's write to finish
+#: how long a worker's unit of work waits in all for another connection's write to finish
 BUSY_TIMEOUT = 5.0
+#: how long SQLite itself may hold the thread (the worker's event loop, under gevent) waiting for a lock,
+#: for stores that wait through `ThreadConnections.run`
+BUSY_SLICE = 0.01
+#: the longest pause between two tries of a unit of work that found the database locked
+_MOST_PAUSE = 0.1
+
+
+#: the least free space the data directory must have for the bridge to call itself ready
+MIN_FREE_BYTES = 1 << 20
+#: the size of the file the readiness probe writes (and removes) in the data directory
+PROBE_BYTES = 64 << 10
+#: how long a disk probe's verdict is reused: /readyz may be asked often, the probe writes
+PROBE_EVERY = 2.0
+_probed: dict[Path, tuple[float, str | None]] = {}
+
+
+def disk_trouble(data_dir: Path) -> str | None:
+    """Say what keeps the data directory from taking writes (full, read-only...), or None if it can.
+
+    Free space under MIN_FREE_BYTES, or a PROBE_BYTES file that cannot be allocated, is trouble. The
+    verdict is kept for PROBE_EVERY seconds.
+    """
+    now = time.monotonic()
+    kept = _probed.get(data_dir)
+    if kept is not None and now - kept[0] < PROBE_EVERY:
+        return kept[1]
+    verdict: str | None = None
+    probe = data_dir / f".write-probe-{os.getpid()}"
+    try:
+        found = os.statvfs(data_dir)
+        free = found.f_bavail * found.f_frsize
+        if free < MIN_FREE_BYTES:
+            verdict = f"full ({free // 1024} KiB free)"
+        else:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, PROBE_BYTES)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+    except OSError as error:
+        verdict = f"not writable ({os.strerror(error.errno or 0)})"
+    _probed[data_dir] = (now, verdict)
+    return verdict
 
 
 class UnusableDatabase(RuntimeError):
     """A database in the data directory cannot be used by this version of smsbridge."""
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Say whether `error` is SQLite's "database is locked" (another connection holds the lock)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_full(error: sqlite3.Error) -> bool:
+    """Say whether `error` is SQLite's "database or disk is full"."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+def trouble(error: sqlite3.Error, data_dir: Path | None = None) -> str:
+    """Say in a few words what went wrong with a database (no path, no data): for answers and logs.
+
+    On a full disk SQLite says "disk I/O error" as often as "database or disk is full": with
+    `data_dir`, its disk is probed to tell.
+    """
+    if is_busy(error):
+        return f"its database is locked by another process (waited {BUSY_TIMEOUT:g} s)"
+    disk = disk_trouble(data_dir) if data_dir is not None else None
+    if disk is not None:
+        return f"its data disk is {disk}"
+    if is_full(error):
+        return "its data disk is full"
+    return f"its database failed ({type(error).__name__}: {error})"
 
 
 @dataclass(frozen=True)
@@ -60,7 +144,28 @@ def preparing(data_dir: Path) -> Iterator[None]:
 
 
 def prepare(path: Path, migrations: Sequence[str], *, timeout: float = PREPARE_TIMEOUT) -> None:
-    """Create `path` if need be, switch it to WAL and apply the migrations it lacks; hold `preparing`."""
+    """Create `path` if need be, switch it to WAL and apply the migrations it lacks; hold `preparing`.
+
+    A file that exists but cannot even be read because the data disk is full is left as it is, with a
+    log line: the bridge starts, and what needs the file answers "nothing was sent" until there is
+    space (a file that needs a migration is migrated at the next start with space).
+    """
+    try:
+        _prepare(path, migrations, timeout)
+    except sqlite3.OperationalError as error:
+        disk = disk_trouble(path.parent) if path.exists() else None
+        if disk is None:
+            raise
+        log.error(
+            "smsbridge: %s could not be checked: the data disk is %s (%s); starting anyway, and what "
+            "needs it answers 503 (nothing sent) until there is space",
+            path,
+            disk,
+            error,
+        )
+
+
+def _prepare(path: Path, migrations: Sequence[str], timeout: float) -> None:
     if not path.exists():
         # Made here rather than by sqlite3 so that it is never readable by others; SQLite gives its
         # -wal and -shm files the database file's mode.
@@ -161,9 +266,18 @@ class ThreadConnections:
     """
 
     def __init__(
-        self, path: Path, migrations: str | Sequence[str], *, autocommit: bool = False, durable: bool = True
+        self,
+        path: Path,
+        migrations: str | Sequence[str],
+        *,
+        autocommit: bool = False,
+        durable: bool = True,
+        busy_slice: float | None = None,
     ) -> None:
         self.path = path
+        # SQLite's own wait for a lock: all of BUSY_TIMEOUT for stores that use get() as they please, a
+        # slice for those that go through run(), which waits the rest cooperatively.
+        self._busy_timeout = BUSY_TIMEOUT if busy_slice is None else busy_slice
         self.migrations = (migrations,) if isinstance(migrations, str) else tuple(migrations)
         self._autocommit = autocommit
         # NORMAL: a commit survives a crash of the process, not always of the machine. OFF (`durable`
@@ -177,6 +291,12 @@ class ThreadConnections:
         weakref.finalize(self, _close_all, self._opened)
         try:
             prepared = self._is_prepared()
+        except sqlite3.OperationalError:
+            self.close()
+            if not path.exists() or disk_trouble(path.parent) is None:
+                raise
+            # Unreadable for now (the disk is full): each use fails and says so until there is space.
+            prepared = True
         except BaseException:
             self.close()
             raise
@@ -202,7 +322,7 @@ class ThreadConnections:
             # would need the file to itself, and fail while a sibling writes.
             db = sqlite3.connect(
                 self.path,
-                timeout=BUSY_TIMEOUT,
+                timeout=self._busy_timeout,
                 isolation_level=None if self._autocommit else "",
                 # Only its own thread uses it; whichever thread ends it or collects this object closes it.
                 check_same_thread=False,
@@ -212,6 +332,28 @@ class ThreadConnections:
             self._opened.add(db)
             held = self._local.held = _ThreadsConnection(db, self._opened)
         return held.db
+
+    def run(self, work: Callable[[sqlite3.Connection], T], *, timeout: float = BUSY_TIMEOUT) -> T:
+        """Return `work(db)` run in one transaction, tried again while the database is locked.
+
+        Between two tries the transaction is rolled back and the thread sleeps (under gevent, other
+        greenlets run, and may use this thread's connection: it is idle then). After `timeout` seconds
+        the "database is locked" error is raised; any other error at once.
+        """
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            db = self.get()
+            try:
+                with db:  # commits, or rolls back on an error
+                    return work(db)
+            except sqlite3.OperationalError as error:
+                if db.in_transaction:
+                    db.rollback()
+                if not is_busy(error) or time.monotonic() + pause >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _MOST_PAUSE)
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -26,6 +26,12 @@ printed as its own table, with its target (growth under 10%).
 Targets are reported and summed up in one line; they never change the exit status, which only the checks
 set (1 when one failed). The JSON record of each run goes to bench/results/ (not committed).
 
+Keyed rows (`Scenario.keyed`) give every request its own Idempotency-Key (request.lua numbers them per
+wrk thread under a prefix unique to the run), so each is a first send that claims and stores its key.
+A row with `held_keys` first adds that many held keys (answered, within their TTL, as a day of keyed
+sends leaves them) to the bridge's idempotency table, then measures: its ratio against the same row on
+a table holding only its own keys shows whether a send slows as the table grows.
+
 A scenario is one row: add one to `SCENARIOS` (and a service to `Stack` if it needs a new server) to
 add a row; columns come from `COLUMNS`.
 """
@@ -44,12 +50,13 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TypeVar
@@ -173,6 +180,10 @@ class Scenario:
     max_p99_over_baseline_ms: float | None = None
     #: the most CPU time the serving workers may spend per answered request, in microseconds
     max_cpu_us: float | None = None
+    #: every request carries an Idempotency-Key of its own (a first send, claimed and stored)
+    keyed: bool = False
+    #: held keys added to the bridge's idempotency table before the row is measured
+    held_keys: int = 0
 
 
 SOAP_ENVELOPE = (
@@ -235,17 +246,25 @@ DIRECT = Scenario(
     check=upstream_queued,
 )
 
+REST_POST = replace(
+    REST_GET,
+    name="rest-post",
+    method="POST",
+    path="/sendsms/",
+    body=urlencode(SEND_FIELDS).encode(),
+    headers=(("Content-Type", "application/x-www-form-urlencoded"),),
+)
+#: POST sends, each with a key of its own, on a table holding only the keys of this row (and those before)
+REST_KEYED = replace(
+    REST_POST, name="rest-keyed", keyed=True, baseline="rest-post", min_ratio=None, max_cpu_us=None
+)
+#: the issue's measure: as many held keys as a busy day leaves, then the same keyed sends
+HELD_KEYS = 100_000
+
 SCENARIOS: tuple[Scenario, ...] = (
     BARE,
     REST_GET,
-    replace(
-        REST_GET,
-        name="rest-post",
-        method="POST",
-        path="/sendsms/",
-        body=urlencode(SEND_FIELDS).encode(),
-        headers=(("Content-Type", "application/x-www-form-urlencoded"),),
-    ),
+    REST_POST,
     SOAP,
     # Context for the rows above: how fast the fake answers the bridge's own request without the bridge.
     DIRECT,
@@ -261,6 +280,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         max_cpu_us=None,
     ),
     replace(DIRECT, name="direct-slow", upstream_latency_ms=100.0, connections=200),
+    REST_KEYED,
+    # A keyed send must not slow down as held keys pile up (a full scan per send did: 3.8 ms to 6.9 ms).
+    replace(REST_KEYED, name="rest-keyed-100k", held_keys=HELD_KEYS, baseline="rest-keyed", min_ratio=0.9),
 )
 
 #: not a row of the table but its own measure (the bridge's resident memory), chosen with -s like a row
@@ -401,6 +423,8 @@ class Stack:
         self.upstreams: dict[float, tuple[Service, int]] = {}
         self.bridges: dict[float, tuple[Service, int]] = {}
         self.bare_app: tuple[Service, int] | None = None
+        #: the data directory of each gunicorn started, by its service's name
+        self.data_dirs: dict[str, Path] = {}
 
     def serving(self, scenario: Scenario) -> tuple[Service, int]:
         """Return the service and port that answer `scenario`, starting them if needed."""
@@ -476,6 +500,7 @@ class Stack:
             self.workdir / f"{tag}.log",
             env=bridge_env(port, upstream_port, data_dir),
         )
+        self.data_dirs[name] = data_dir
         # gunicorn waits up to graceful_timeout for requests in flight; an idle one stops at once.
         self.exits.callback(service.stop, 35.0)
         wait_until(
@@ -512,6 +537,25 @@ class Stack:
             last = count
             time.sleep(0.1 + scenario.upstream_latency_ms / 1000)
         raise BenchError("the fake upstream's count of sends did not settle")
+
+
+def hold_keys(data_dir: Path, count: int) -> int:
+    """Add `count` held idempotency keys (answered, fresh) to the bridge's table; return how many it holds.
+
+    Each row is as a keyed send leaves it: a scope and fingerprint (SHA-256 hex), the stored answer
+    (a JSON body of the bridge's size) and the claim's times.
+    """
+    now = time.time()
+    body = json.dumps({"result": {"error": 0, "sent": "1", "id": "0" * 36, "note": "queued by mobsms"}})
+    tag = os.urandom(8).hex()
+    with closing(sqlite3.connect(data_dir / "state.sqlite3", timeout=30)) as db, db:
+        db.executemany(
+            "INSERT INTO idempotency (scope, fingerprint, done, status, content_type, body, headers,"
+            " created_at, holder_until) VALUES (?, ?, 1, 200, 'application/json', ?, '[]', ?, ?)",
+            ((f"{tag}{i:048x}", f"{i:064x}", body.encode(), int(now), now + 11) for i in range(count)),
+        )
+        (held,) = db.execute("SELECT COUNT(*) FROM idempotency").fetchone()
+    return held
 
 
 def gunicorn_argv(extra: list[str], app: str = BRIDGE_APP) -> list[str]:
@@ -675,6 +719,9 @@ def run_wrk(
         BENCH_METHOD=scenario.method,
         BENCH_BODY_FILE=str(body_file) if scenario.body else "",
         BENCH_HEADERS="\n".join(f"{name}: {value}" for name, value in scenario.headers),
+        # A prefix of its own per wrk run: a warm-up's keys are never the measured run's.
+        BENCH_KEY_HEADER="Idempotency-Key" if scenario.keyed else "",
+        BENCH_KEY_PREFIX=f"{scenario.name}-{time.time_ns()}",
     )
     argv = [
         "wrk",
@@ -750,6 +797,8 @@ class Row:
     #: per gunicorn worker: the connections it held halfway through the run, and the cores it used
     worker_connections: list[int] = field(default_factory=list)
     worker_cores: list[float] = field(default_factory=list)
+    #: the keys the idempotency table held when the measure began (rows with `held_keys`)
+    held_keys: int | None = None
 
 
 def cpu_us_per_request(row: Row) -> float | None:
@@ -814,6 +863,7 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("conns/worker", lambda r: "/".join(map(str, r.worker_connections)) or "-"),
     ("cores/worker", lambda r: "/".join(f"{c:.2f}" for c in r.worker_cores) or "-"),
     ("cpu us/req", lambda r: _number(cpu_us_per_request(r), 0)),
+    ("held keys", lambda r: "-" if r.held_keys is None else f"{r.held_keys:,}"),
     ("checks", lambda r: "FAIL" if r.problems else "ok"),
     ("other cpu", lambda r: "-" if r.other_cores is None else f"{r.other_cores:.0%}"),
     ("targets", lambda r: targets_cell(r.verdicts)),
@@ -897,14 +947,19 @@ def table(rows: Sequence[T], columns: Sequence[tuple[str, Callable[[T], str]]]) 
 
 def check_once(scenario: Scenario, port: int) -> str | None:
     """Send `scenario`'s request once and return what is wrong with its answer, or None."""
-    return scenario.check(http_call(port, scenario.method, scenario.path, scenario.body, scenario.headers))
+    headers = scenario.headers
+    if scenario.keyed:
+        headers = (*headers, ("Idempotency-Key", f"check-{scenario.name}-{time.time_ns()}"))
+    return scenario.check(http_call(port, scenario.method, scenario.path, scenario.body, headers))
 
 
 def measure(scenario: Scenario, stack: Stack, args: argparse.Namespace, workdir: Path) -> Row:
     """Check one request, warm up, measure, and check what the measured run did."""
     connections = scenario.connections or args.connections
     row = Row(scenario, connections)
-    _, port = stack.serving(scenario)
+    service, port = stack.serving(scenario)
+    if scenario.held_keys:
+        row.held_keys = hold_keys(stack.data_dirs[service.name], scenario.held_keys)
 
     problem = check_once(scenario, port)
     if problem:
@@ -1133,6 +1188,7 @@ def save(rows: list[Row], memory: MemoryRow | None, args: argparse.Namespace, he
                 "other_cores": row.other_cores,
                 "worker_connections": row.worker_connections,
                 "worker_cores": row.worker_cores,
+                "held_keys": row.held_keys,
                 "problems": row.problems,
             }
             for row in rows

@@ -3,6 +3,8 @@
 --   BENCH_METHOD     GET or POST (default GET)
 --   BENCH_BODY_FILE  a file whose bytes are the body of every request (optional)
 --   BENCH_HEADERS    "Name: value" lines, separated by newlines (optional)
+--   BENCH_KEY_HEADER a header given a value of its own on every request, e.g. Idempotency-Key (optional)
+--   BENCH_KEY_PREFIX what those values start with, unique to the run; then the thread and request numbers
 --
 -- wrk loads this file once per thread and once more for `done`, so every state sets the request itself.
 
@@ -19,6 +21,24 @@ for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
   local name, value = string.match(line, "^%s*([^:]+):%s*(.-)%s*$")
   if name then
     wrk.headers[name] = value
+  end
+end
+
+-- Numbered threads, for keys unique across them: setup runs in the main state, each thread gets its `id`.
+local threads_made = 0
+function setup(thread)
+  threads_made = threads_made + 1
+  thread:set("id", threads_made)
+end
+
+local key_header = os.getenv("BENCH_KEY_HEADER")
+if key_header and key_header ~= "" then
+  local prefix = os.getenv("BENCH_KEY_PREFIX") or "bench"
+  local made = 0
+  function request()
+    made = made + 1
+    wrk.headers[key_header] = string.format("%s-%s-%d", prefix, tostring(id), made)
+    return wrk.format()
   end
 end
 

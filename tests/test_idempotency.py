@@ -192,16 +192,16 @@ def test_expired_keys_are_swept_by_an_index_and_reclaimed_at_once(tmp_path: Path
 
     store = StateStore(tmp_path)
     try:
-        assert store.claim("scope-1", "digest-a", ttl=86400) is None
+        assert store.claim("scope-1", "digest-a", ttl=86400, hold=11) is None
         with closing(sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)) as db:
             plan = db.execute("EXPLAIN QUERY PLAN DELETE FROM idempotency WHERE created_at < 1").fetchall()
             db.execute("UPDATE idempotency SET created_at = created_at - 90000, done = 1, status = 200")
         assert any("idempotency_by_age" in str(row) for row in plan), plan
         # Expired (90,000 s old, TTL a day) and not swept yet (the sweep ran a moment ago): claimable.
-        assert store.claim("scope-1", "digest-b", ttl=86400) is None
+        assert store.claim("scope-1", "digest-b", ttl=86400, hold=11) is None
         row = store.idempotent("scope-1")
         assert (row["fingerprint"], row["done"], row["status"]) == ("digest-b", 0, None)
         # Within its TTL it is held: the same claim returns the holder.
-        assert store.claim("scope-1", "digest-c", ttl=86400)["fingerprint"] == "digest-b"
+        assert store.claim("scope-1", "digest-c", ttl=86400, hold=11)["fingerprint"] == "digest-b"
     finally:
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from urllib.parse import quote
 
 from app.backends.base import Backend, check_option_values
@@ -18,6 +19,8 @@ from app.errors import (
     NoDeviceAvailable,
     NotAllowed,
     NotResendable,
+    ResendInFlight,
+    StorageUnavailable,
     UnknownMessage,
     UnsupportedByBackend,
     UpstreamRateLimited,
@@ -52,6 +55,8 @@ _UNSUPPORTED = {
     "schedule_timestamp": ("scheduled sending", bool),
     "sendsms": ("blocking SMS (sendsms=0)", lambda v: v == "0"),
 }
+
+log = logging.getLogger(__name__)
 
 
 class MobsmsBackend(Backend):
@@ -129,20 +134,55 @@ class MobsmsBackend(Backend):
         self.store.set_alias(credential.account, self._inbound_guid(credential, guid), alias or None)
 
     def resend(self, credential: Credential, guid: str) -> ResendReceipt:
-        """Send a failed message again, to the same number with the same text, and count the attempt."""
+        """Send a failed message again, to the same number with the same text, and count the attempt.
+
+        The attempt is claimed in the state store before anything is read or sent, as an idempotency
+        key is: of two resends at once, one sends and the other answers 409 `resend_in_flight`. A
+        claim whose call may have sent (no answer came) is kept until its deadline, so that an
+        immediate repeat cannot send a second copy; one that provably sent nothing is released.
+        """
         message = self._message(credential, guid)
         if message is None or message.get("direction", "outbound") != "outbound":
             raise UnknownMessage(f"no sent message has the guid {guid!r}")
-        copies = self.store.resends(credential.account, guid)
-        latest = self._message(credential, copies[-1]) if copies else message
-        status = str((latest or {}).get("status", "unknown"))
-        if status != "failed":
-            raise NotResendable(f"the message {guid} is not in an error state ({status}); it is not resent")
-        body = {"message": message.get("message", ""), "recipient_number": message.get("recipient_number")}
-        data = self._call("POST", "/api/sms", credential, body)
-        [new_id] = _message_ids([data], 1)
-        attempt = self.store.add_resend(credential.account, guid, new_id)
-        return ResendReceipt(attempt=attempt, message_id=new_id)
+        # Two upstream calls (the latest copy's status, the send) and a margin.
+        hold = 2 * (self.settings.connect_timeout + self.settings.read_timeout) + 5
+        if not self.store.claim_resend(credential.account, guid, hold):
+            raise ResendInFlight(
+                f"another resend of the message {guid} is under way; nothing was sent: ask the "
+                "message's status (or resend again) in a moment"
+            )
+        keep_claim = False
+        try:
+            copies = self.store.resends(credential.account, guid)
+            latest = self._message(credential, copies[-1]) if copies else message
+            status = str((latest or {}).get("status", "unknown"))
+            if status != "failed":
+                raise NotResendable(
+                    f"the message {guid} is not in an error state ({status}); it is not resent"
+                )
+            body = {
+                "message": message.get("message", ""),
+                "recipient_number": message.get("recipient_number"),
+            }
+            try:
+                data = self._call("POST", "/api/sms", credential, body)
+            except BridgeError as error:
+                keep_claim = not error.nothing_sent
+                raise
+            keep_claim = True  # until the copy is recorded, which ends the claim
+            [new_id] = _message_ids([data], 1)
+            try:
+                attempt = self.store.add_resend(credential.account, guid, new_id)
+            except StorageUnavailable as error:
+                # mobsms took the copy: its caller hears so. The claim stays until its deadline.
+                log.error(
+                    "a resend was accepted by mobsms but could not be recorded (%s)", error.__cause__ or error
+                )
+                attempt = len(copies) + 1
+            return ResendReceipt(attempt=attempt, message_id=new_id)
+        finally:
+            if not keep_claim:
+                self.store.release_resend(credential.account, guid)
 
     def delete_sent(self, credential: Credential, guids: list[str]) -> int:
         """Delete each message with `DELETE /api/sms/{id}`; count those mobsms deleted."""
@@ -265,7 +305,7 @@ def _success_data(response: Answer, *, allow_empty: bool = False) -> object:
     """Return `data` from a successful answer, or raise the error the answer stands for."""
     try:
         document = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
         document = None
     said = document.get("message") if isinstance(document, dict) else None
     if 200 <= response.status_code < 300:

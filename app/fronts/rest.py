@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from urllib.parse import quote, unquote_to_bytes
 
@@ -20,6 +21,7 @@ from app.errors import (
     InvalidParameter,
     MalformedBody,
     MissingParameter,
+    StorageUnavailable,
     UriTooLong,
 )
 from app.fronts import soap
@@ -34,6 +36,7 @@ from app.fronts.dialect import (
 )
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
+from app.sqlite_db import trouble
 from app.vocabulary import (
     MASKED_SECRET,
     Credential,
@@ -104,6 +107,9 @@ def _answer(view: Callable[..., Response], *args: object) -> Response:
     except BridgeError as error:
         g.nothing_sent = error.nothing_sent
         return error_response(error)
+    except sqlite3.OperationalError as error:
+        # The bridge's own data (the sandbox's store, say) failed: that store was the send.
+        return error_response(storage_unavailable(error))
     except Exception:
         # Whether anything was sent is unknown: the answer is kept, and a repeat gets it too.
         return internal_error_response()
@@ -400,9 +406,23 @@ def register_error_handlers(app: Flask) -> None:
         bad.http_status = error.code or 400
         return error_response(bad)
 
+    @app.errorhandler(sqlite3.OperationalError)
+    def storage_error(error: sqlite3.OperationalError) -> Response:
+        return error_response(storage_unavailable(error))
+
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         return internal_error_response()
+
+
+def storage_unavailable(error: sqlite3.OperationalError) -> StorageUnavailable:
+    """Return the dialect's retryable 503 for a database that is locked, or a data disk that is full."""
+    log.error("the bridge's data failed on %s %s: %s", request.method, request.path, error)
+    g.nothing_sent = True
+    what = trouble(error, runtime().settings.data_dir)
+    return StorageUnavailable(
+        f"smsbridge cannot use its data now: {what}; nothing was sent or changed; try again in a moment"
+    )
 
 
 def internal_error_response() -> Response:
