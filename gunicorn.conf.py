@@ -129,7 +129,9 @@ from app import redaction  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 from app.config import ConfigError, Settings  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 
 try:
-    _settings = Settings.from_env()
+    # Not the webhook URL: its check imports urllib3, which must first be imported in a worker, after
+    # gevent patched ssl (else urllib3 keeps the blocking ssl). Each worker checks it (wsgi.py).
+    _settings = Settings.from_env(parse_urls=False)
 except ConfigError as error:
     raise SystemExit(f"smsbridge: {error}") from None
 
@@ -140,8 +142,9 @@ bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
 workers = _settings.workers
 # The bridge mostly waits on slow upstreams (100 ms to 2 s): gevent keeps up to worker_connections
 # requests in flight per worker, each a greenlet, for far less CPU per request than threads (measured:
-# README, "Runtime").
-worker_class = "gevent"
+# README, "Runtime"). gunicorn's gevent worker, whose own refusals (a request line or header it
+# cannot read) are answered in the dialect's JSON instead of an HTML page (app/gunicorn_worker.py).
+worker_class = "app.gunicorn_worker.DialectGeventWorker"
 worker_connections = 1000
 
 # Above the upstream connect + read timeouts (3 s + 7 s by default), so that a send in flight

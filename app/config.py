@@ -79,9 +79,18 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        parse_urls: bool = True,
     ) -> Settings:
-        """Read SMSBRIDGE_* variables, apply `overrides` (field names), validate, or raise ConfigError."""
+        """Read SMSBRIDGE_* variables, apply `overrides` (field names), validate, or raise ConfigError.
+
+        `parse_urls=False` leaves out the webhook URL's check, which imports the HTTP client (urllib3's
+        parser): gunicorn's master reads the settings that way, so that urllib3 is imported only in the
+        workers, after gevent patched ssl; each worker checks everything when it builds the app.
+        """
         env = os.environ if environ is None else environ
         _refuse_unknown_variables(env)
         values: dict[str, Any] = {}
@@ -94,7 +103,7 @@ class Settings:
                 raise ConfigError(f"unknown setting {name!r}")
             values[name] = value
         settings = cls(**values)
-        settings.validate()
+        settings.validate(parse_urls=parse_urls)
         return settings
 
     @property
@@ -102,8 +111,8 @@ class Settings:
         """Return SMSBRIDGE_TOKEN_SECRET's secrets, oldest first (the last one signs); none if unset."""
         return split_token_secret(self.token_secret) if self.token_secret is not None else []
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first invalid setting."""
+    def validate(self, *, parse_urls: bool = True) -> None:
+        """Raise ConfigError naming the first invalid setting (see `from_env` for `parse_urls`)."""
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"{env_name('backend')}={self.backend!r}: expected one of {', '.join(BACKENDS)}"
@@ -151,7 +160,7 @@ class Settings:
                 f"{env_name('breaker_failures')} must be at least 1 and {env_name('breaker_cooldown')} "
                 "between 0 and 3600 seconds"
             )
-        if self.webhook_url:
+        if self.webhook_url and parse_urls:
             try:
                 check_target(self.webhook_url, self.webhook_format, env_name("webhook_url"))
             except ValueError as exc:

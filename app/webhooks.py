@@ -57,9 +57,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
-
 from app.errors import BackendError
 from app.sqlite_db import Database, ThreadConnections
 
@@ -172,6 +169,11 @@ def parse_target(url: str) -> Endpoint:
         )
     if "\\" in url:
         raise UnsafeTarget("the webhook URL holds a backslash, which URL parsers read differently")
+    # Imported here: gunicorn's master reads the settings (which check targets) before gevent patches
+    # ssl in the workers, and urllib3 imported by then would keep the unpatched ssl (a blocking TLS).
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
     try:
         parts = parse_url(url)
     except LocationParseError:

@@ -344,3 +344,66 @@ def test_webhook_sources_are_rate_limited_per_source_url_with_a_429_to_retry(
     # URLs the bridge did not give out count by address, so guessing keys is limited too.
     guesses = [client.post("/webhooks/mobsms/default?key=guess", json={}) for _ in range(4)]
     assert [g.status_code for g in guesses] == [403, 403, 403, 429]
+
+
+SECRET_KEY = "a-key-that-must-never-be-logged-4242"
+
+#: requests gunicorn itself cannot read, and the status and error_code each must get, in the dialect
+UNREADABLE = {
+    "raw UTF-8 in the query": (
+        f"GET /sendsms/?apikey={SECRET_KEY}&recipients=%2B32470000001&message=h\u00e9llo HTTP/1.1\r\n"
+        "Host: bridge\r\n\r\n".encode(),
+        400,
+        "malformed_request",
+    ),
+    "a control character in the query": (
+        f"GET /sendsms/?apikey={SECRET_KEY}&message=a\x01b HTTP/1.1\r\nHost: bridge\r\n\r\n".encode(),
+        400,
+        "malformed_request",
+    ),
+    "a raw non-ASCII webhook key": (
+        "POST /webhooks/mobsms/default?key=\u00e9\u00e9 HTTP/1.1\r\nHost: bridge\r\n"
+        "Content-Length: 0\r\n\r\n".encode(),
+        400,
+        "malformed_request",
+    ),
+    "a control character in a header": (
+        f"GET /getsms/?apikey={SECRET_KEY} HTTP/1.1\r\nHost: bridge\r\nX-Note: a\x7fb\r\n\r\n".encode(),
+        400,
+        "malformed_request",
+    ),
+    "a request line over 8190 bytes": (
+        f"GET /sendsms/?apikey={SECRET_KEY}&message={'x' * 9000} HTTP/1.1\r\nHost: bridge\r\n\r\n".encode(),
+        414,
+        "uri_too_long",
+    ),
+    "an unknown transfer coding": (
+        b"POST /sendsms/ HTTP/1.1\r\nHost: bridge\r\nTransfer-Encoding: bogus\r\n\r\n",
+        501,
+        "malformed_request",
+    ),
+    "an obsolete folded header": (
+        b"GET /getsms/ HTTP/1.1\r\nHost: bridge\r\nX-Note: a\r\n folded\r\n\r\n",
+        400,
+        "malformed_request",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE, ids=list(UNREADABLE))
+def test_a_request_gunicorn_cannot_read_is_answered_in_the_dialect_and_logged_without_it(
+    case: str, clean_log: Bridge
+) -> None:
+    """gunicorn's own refusals are the dialect's JSON error, not its HTML page; the log names its kind."""
+    raw, status, code = UNREADABLE[case]
+    answer = exchange(clean_log.url, raw)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == str(status).encode(), answer[:300]
+    assert dict(_header_lines(head))["content-type"] == "application/json", head
+    document = json.loads(body)
+    assert document["result"]["error_code"] == code and document["result"]["sent"] == "0", document
+    assert document["error"] == document["result"]["error"] != 0, document
+    time.sleep(0.2)  # the log line is written after the answer
+    written = clean_log.new_log()
+    assert SECRET_KEY not in written and "h\u00e9llo" not in written and "xxxxxxxx" not in written, written
+    assert "refused a request gunicorn could not read" in written, written

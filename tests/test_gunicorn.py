@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import zeep
+from gunicorn.workers.ggevent import GeventWorker
 
+from app.gunicorn_worker import DialectGeventWorker
 from tests.conftest import UNICODE_TEXT
 from tests.fakes.mobsms import FakeMobsms
 
@@ -124,6 +126,54 @@ def test_rest_and_soap_send_through_gunicorn(gunicorn_mobsms: Gunicorn, fake_mob
     assert "Hello from REST" not in output
 
 
+def test_no_app_module_imports_urllib3_when_it_is_imported() -> None:
+    """What gunicorn's master imports (the app's modules, its worker class) loads no HTTP client."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, app, app.config, app.gunicorn_worker; print('urllib3' in sys.modules)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_a_webhook_url_checked_in_the_master_leaves_the_workers_ssl_patched(tmp_path: Path) -> None:
+    """The master parses SMSBRIDGE_WEBHOOK_URL with urllib3; the workers still import it after gevent."""
+    settings = {
+        "SMSBRIDGE_DATA_DIR": str(tmp_path),
+        "SMSBRIDGE_WEBHOOK_URL": "https://receiver.example/hook",
+        "SMSBRIDGE_WEBHOOK_SECRET": "s" * 32,
+    }
+    server = Gunicorn(settings, tmp_path / "gunicorn.log")
+    output = server.stop()
+    assert "MonkeyPatchWarning" not in output, output
+
+
+def test_an_invalid_webhook_url_stops_gunicorn_from_its_workers_with_one_line(tmp_path: Path) -> None:
+    """The master leaves the URL to the workers (see above); a worker that refuses it stops gunicorn."""
+    log = tmp_path / "gunicorn.log"
+    env = {
+        **gunicorn_env(free_port()),
+        "SMSBRIDGE_DATA_DIR": str(tmp_path),
+        "SMSBRIDGE_WEBHOOK_URL": "http://127.0.0.1:9\\@8.8.8.8/hook",
+        "SMSBRIDGE_WEBHOOK_SECRET": "s" * 32,
+    }
+    with log.open("wb") as out:
+        process = subprocess.run(
+            GUNICORN, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60, check=False
+        )
+    output = log.read_text()
+    assert process.returncode != 0, output
+    assert "smsbridge: SMSBRIDGE_WEBHOOK_URL" in output and "backslash" in output, output
+    assert "Traceback" not in output, output
+
+
 def test_the_default_backend_is_the_sandbox(tmp_path: Path) -> None:
     server = Gunicorn({"SMSBRIDGE_DATA_DIR": str(tmp_path)}, tmp_path / "gunicorn.log")
     try:
@@ -179,7 +229,9 @@ def test_the_runtime_is_gevent_one_worker_per_core_with_a_graceful_timeout_above
         for name, sep, value in (line.partition("=") for line in done.stdout.splitlines())
         if sep
     )
-    assert config["worker_class"] == "gevent"
+    # gevent's worker, answering gunicorn's own refusals in the dialect
+    assert config["worker_class"] == "app.gunicorn_worker.DialectGeventWorker"
+    assert issubclass(DialectGeventWorker, GeventWorker)
     assert int(config["workers"]) == len(os.sched_getaffinity(0))
     assert int(config["worker_connections"]) >= 1000
     assert config["accesslog"] == "None"
