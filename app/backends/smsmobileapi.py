@@ -9,6 +9,7 @@ only to the vendor's documented endpoints, and the key is masked wherever the an
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import html
@@ -16,7 +17,7 @@ import json
 import re
 import unicodedata
 import zlib
-from urllib.parse import SplitResult, quote, quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urlencode, urljoin, urlsplit
 
 from app.backends.base import Backend
 from app.config import Settings
@@ -104,7 +105,12 @@ DOCUMENTED_PATHS = frozenset(
 #: characters a path segment keeps as they are (RFC 3986 pchar); everything else is %-encoded
 _SEGMENT_SAFE = "!$&'()*+,;=:@~"
 #: encodings of an answer body the bridge undoes (zlib's window bits for each), to hand on and mask the body
-_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+#: (deflate: zlib-wrapped as RFC 9110 says, or raw DEFLATE as some servers send it)
+_DECODERS = {
+    "gzip": (16 + zlib.MAX_WBITS,),
+    "x-gzip": (16 + zlib.MAX_WBITS,),
+    "deflate": (zlib.MAX_WBITS, -zlib.MAX_WBITS),
+}
 
 
 class SmsMobileApiBackend(Backend):
@@ -186,9 +192,18 @@ class SmsMobileApiBackend(Backend):
         encoding = answer.headers.get("Content-Encoding", "").strip().lower()
         kept_encoding = ""
         if encoding in _DECODERS:
-            # A body that does not decode was decoded by the HTTP client already: the header is stale.
-            with contextlib.suppress(zlib.error):
+            try:
                 body = _inflated(body, _DECODERS[encoding])
+            except zlib.error:
+                # The HTTP client never decodes (decode_content=False): this body is still encoded, in a
+                # form the bridge cannot read, and the credential may be inside it.
+                if hidden:
+                    raise BackendBadAnswer(
+                        f"SMSMobileAPI answered a {encoding} body that does not decode, which the bridge "
+                        "cannot read to keep the operator's credential out of it; the request may have "
+                        "been acted on"
+                    ) from None
+                kept_encoding = encoding
         elif encoding not in ("", "identity"):
             if hidden:
                 raise BackendBadAnswer(
@@ -196,7 +211,7 @@ class SmsMobileApiBackend(Backend):
                     "read to keep the operator's credential out of it; the request may have been acted on"
                 )
             kept_encoding = encoding  # the caller can decode what the bridge cannot
-        forms = _secret_forms(hidden) if hidden else ()
+        forms = _secret_forms(hidden) if hidden else None
         content_type = answer.headers.get("Content-Type", "application/octet-stream")
         hop_by_hop = {n.strip().lower() for n in answer.headers.get("Connection", "").split(",")}
         headers: list[tuple[str, str]] = []
@@ -250,7 +265,9 @@ def upstream_path(path: str) -> str:
     if segments[0] != "":
         raise InvalidParameter("the path must start with /")
     for segment in segments[1:]:
-        if segment in (".", "..") or any(c in "%?#\\" or unicodedata.category(c) == "Cc" for c in segment):
+        if segment.split(";", 1)[0] in (".", "..") or any(
+            c in "%?#\\" or unicodedata.category(c) == "Cc" for c in segment
+        ):
             shown = segment.encode("unicode_escape").decode()[:40]
             raise InvalidParameter(
                 f"the path segment {shown!r} is not allowed: a path may not hold . or .. segments, "
@@ -259,10 +276,21 @@ def upstream_path(path: str) -> str:
     return "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in segments)
 
 
-def _inflated(body: bytes, window_bits: int) -> bytes:
-    """Return a compressed body decoded, refusing one that would grow past what the bridge reads."""
-    inflater = zlib.decompressobj(window_bits)
-    decoded = inflater.decompress(body, MAX_ANSWER_BYTES)
+def _inflated(body: bytes, window_bits: tuple[int, ...]) -> bytes:
+    """Return a compressed body decoded, refusing one that would grow past what the bridge reads.
+
+    Raise zlib.error when no form in `window_bits` decodes it whole (a bad check value included).
+    """
+    for bits in window_bits:
+        inflater = zlib.decompressobj(bits)
+        try:
+            decoded = inflater.decompress(body, MAX_ANSWER_BYTES)
+        except zlib.error:
+            continue
+        if inflater.eof or inflater.unconsumed_tail:
+            break
+    else:
+        raise zlib.error("the body does not decode")
     if inflater.unconsumed_tail:
         raise BackendBadAnswer(
             f"SMSMobileAPI answered a compressed body of over {MAX_ANSWER_BYTES} bytes; "
@@ -291,35 +319,43 @@ def _port(parts: SplitResult) -> int | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _secret_forms(secret: str) -> tuple[bytes, ...]:
-    """Return the ways an answer can quote `secret` (raw, URL-encoded, JSON, HTML), longest first."""
-    escaped = json.dumps(secret)[1:-1]
-    url_forms = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
-    forms = {
-        secret,
-        escaped,
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        escaped.replace("/", "\\/"),  # PHP's json_encode escapes slashes
-        html.escape(secret),
-        *url_forms,
-        *(re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), f) for f in url_forms),
-    }
-    return tuple(sorted({f.encode() for f in forms if f}, key=len, reverse=True))
+def _secret_forms(secret: str) -> re.Pattern[bytes]:
+    """Return a pattern matching `secret` however an answer quotes it, one character at a time.
+
+    Each character in any of its forms, mixed as encoders mix them: raw UTF-8 or Latin-1; JSON's
+    \\uXXXX (either case), \\/ and its other escapes; %XX (either case) or + for a space; HTML's
+    entities. The whole key in base64 (standard or URL-safe) too.
+    """
+    parts = []
+    for c in secret:
+        utf8 = c.encode()
+        forms = {re.escape(utf8), re.escape(json.dumps(c)[1:-1].encode()), re.escape(html.escape(c).encode())}
+        with contextlib.suppress(UnicodeEncodeError):
+            forms.add(re.escape(c.encode("latin-1")))
+        if ord(c) < 0x10000:
+            forms.add(b"\\\\u(?i:%04x)" % ord(c))
+        forms.add(b"(?i:" + b"".join(b"%%%02x" % byte for byte in utf8) + b")")
+        forms.add(b"&#0*%d;" % ord(c))
+        forms.add(b"&#(?i:x0*%x);" % ord(c))
+        if c == " ":
+            forms.add(rb"\+")
+        if c == "/":
+            forms.add(rb"\\/")
+        parts.append(b"(?:" + b"|".join(sorted(forms, key=len, reverse=True)) + b")")
+    whole = [
+        re.escape(encode(secret.encode()).rstrip(b"="))
+        for encode in (base64.b64encode, base64.urlsafe_b64encode)
+    ] + [re.escape(secret.encode(wide)) for wide in ("utf-16-le", "utf-16-be")]
+    return re.compile(b"|".join([b"".join(parts), *whole]))
 
 
-def _masked(data: bytes, forms: tuple[bytes, ...]) -> bytes:
-    for form in forms:
-        if form in data:
-            data = data.replace(form, MASKED_SECRET.encode())
-    return data
+def _masked(data: bytes, forms: re.Pattern[bytes] | None) -> bytes:
+    return data if forms is None else forms.sub(MASKED_SECRET.encode(), data)
 
 
-def _masked_text(text: str, forms: tuple[bytes, ...]) -> str:
-    for form in forms:
-        # Header values come decoded as Latin-1 (HTTP's own), a key's UTF-8 bytes included.
-        for decoded in {form.decode(), form.decode("latin-1")}:
-            text = text.replace(decoded, MASKED_SECRET)
-    return text
+def _masked_text(text: str, forms: re.Pattern[bytes] | None) -> str:
+    # Header values come decoded as Latin-1 (HTTP's own): their bytes, a key's UTF-8 included.
+    return text if forms is None else _masked(text.encode("latin-1"), forms).decode("latin-1")
 
 
 def _with_json_apikey(body: bytes | str, secret: str) -> bytes | str:

@@ -205,6 +205,11 @@ def http_call() -> HttpCall:
     raw = None if request.form else request.get_data() or None
     if raw is not None and request.is_json:
         _body_pairs()  # a body said to be JSON goes on only if it parses (refused by name otherwise)
+    try:
+        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        # werkzeug would turn the bytes into U+FFFD, and that other path would be sent (as for the query)
+        raise InvalidParameter("the path is not valid UTF-8") from None
     header = request.headers.get("Authorization", "")
     scheme = header.partition(" ")[0]
     return HttpCall(
