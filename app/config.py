@@ -220,7 +220,7 @@ def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
     # Compared without the prefix every name shares, which would make any two look alike.
     suffixes = sorted(k.removeprefix(ENV_PREFIX) for k in known)
     close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.6)
-    hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "the README lists every setting"
+    hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "docs/configuration.md lists every setting"
     raise ConfigError(
         f"{name} is not a setting smsbridge knows: {hint} (SMSBRIDGE_ names are kept for settings; "
         "a variable a clients file names with upstream_key_env needs another prefix)"

@@ -81,7 +81,7 @@ def test_a_misspelt_variable_stops_the_start_naming_the_setting_meant(variable: 
 
 def test_an_unknown_variable_with_no_close_setting_points_at_the_list() -> None:
     with pytest.raises(
-        ConfigError, match=r"SMSBRIDGE_FOO is not a setting .* the README lists every setting"
+        ConfigError, match=r"SMSBRIDGE_FOO is not a setting .* docs/configuration.md lists every setting"
     ):
         Settings.from_env({"SMSBRIDGE_FOO": "1"})
 
