@@ -8,8 +8,11 @@ the first is still in flight waits for its answer, REPEAT_WAIT seconds at most (
 10 s timeout), then answers 409 `idempotency_in_flight`. A first attempt that provably sent nothing (a
 refused key, an unreachable backend...) releases the key, so that the repeat can really try again.
 
-A claim carries its holder's deadline: the claim time plus the send's whole time (connect + read
-timeouts + 1 s). A claim still unanswered past it belongs to a holder that died (its worker was killed
+A claim carries its holder's deadline: the claim time plus the send's whole time, connect + read
+timeouts + 1 s; for a caller with a failover backend (SMSBRIDGE_FAILOVER_BACKEND, or the client's
+failover_backend), twice connect + read, + 1 s: the first backend may take its whole deadline before it
+proves unreachable, then the failover backend its own. A caller not known yet when the key is claimed
+gets the longer hold. A claim still unanswered past it belongs to a holder that died (its worker was killed
 mid-send): it may have sent, so a repeat is never sent again; it answers `idempotency_outcome_unknown`
 with the key as the reference to check (on mobsms, the message's my_id), for the key's whole TTL.
 
@@ -69,23 +72,37 @@ def fingerprint(params: Mapping[str, str]) -> str:
 class Idempotency:
     """Run sends at most once per (client, key)."""
 
-    def __init__(self, store: StateStore, ttl: int, wait: float) -> None:
+    def __init__(self, store: StateStore, ttl: int, wait: float, failover_wait: float | None = None) -> None:
         self.store = store
         self.ttl = ttl
         #: the longest a send takes (connect + read timeouts + 1 s): a holder's deadline
         self.wait = wait
+        #: the longest a send that fails over takes (twice connect + read, + 1 s)
+        self.failover_wait = wait if failover_wait is None else max(wait, failover_wait)
+
+    def hold(self) -> float:
+        """Return how long this request's send may take: longer when its caller has a failover backend.
+
+        The caller is the request's resolved principal (`g.principal`); one not resolved yet may have a
+        failover, and gets the longer hold.
+        """
+        caller = g.get("principal")
+        if caller is not None and getattr(caller, "failover", None) is None:
+            return self.wait
+        return self.failover_wait
 
     def run(self, client: str, key: str, digest: str, send: Callable[[], Response]) -> Response:
         """Return the first answer given for (client, key), calling `send` only if there is none."""
         scope = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
-        held = self.store.claim(scope, digest, self.ttl, self.wait)
+        hold = self.hold()
+        held = self.store.claim(scope, digest, self.ttl, hold)
         if held is None:
             return self._first(scope, send)
         if held["fingerprint"] != digest:
             raise IdempotencyKeyReused(
                 f"this {HEADER} was used before with other parameters: use a new key for a new message"
             )
-        waited_until = time.monotonic() + min(self.wait, REPEAT_WAIT)
+        waited_until = time.monotonic() + min(hold, REPEAT_WAIT)
         while not held["done"] and not self._holder_gone(held) and time.monotonic() < waited_until:
             time.sleep(POLL_SECONDS)
             held = self.store.idempotent(scope) or held

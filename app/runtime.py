@@ -13,6 +13,7 @@ from app.access import Access
 from app.backends import Backend, build_backend
 from app.config import Settings
 from app.delivery import CircuitBreaker
+from app.errors import StorageUnavailable
 from app.idempotency import Idempotency
 from app.store import StateStore
 from app.tokens import TokenSigner
@@ -50,13 +51,15 @@ class Runtime:
             StateStore(settings.data_dir),
             settings.idempotency_ttl,
             wait=settings.connect_timeout + settings.read_timeout + 1,
+            # A send that fails over: the first backend's whole deadline, then the failover's.
+            failover_wait=2 * (settings.connect_timeout + settings.read_timeout) + 1,
         )
 
     def _events_left(self) -> bool:
         """Say whether events wait in the store; True when it cannot be read now (a full disk, a lock)."""
         try:
             return bool(self.events.counts())
-        except sqlite3.Error as error:
+        except (sqlite3.Error, StorageUnavailable) as error:
             log.error("webhook events cannot be counted at start (%s): the deliverer starts anyway", error)
             return True
 

@@ -11,6 +11,9 @@ It travels in the query string, which neither the request log nor gunicorn's acc
 In passthrough mode the client is `default`. Each event gets a stable id (the vendor's own V2 event
 id; for mobsms, one derived from the message and its state), so an upstream that posts the same event
 twice does not make the client get it twice.
+An event that cannot be stored now (the event store locked past its wait, a full data disk) is answered
+503 `storage_unavailable` with `Retry-After: 1`, never acknowledged: the upstream posts it again, and
+its stable id keeps a repeat from reaching the client twice.
 `python -m app.webhook_sources urls CLIENT` prints a client's URLs; `register-mobsms CLIENT` sets them
 with mobsms (PUT /api/webhooks).
 """

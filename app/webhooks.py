@@ -18,6 +18,13 @@ are purged SMSBRIDGE_WEBHOOK_RETENTION_DAYS after delivery by a sweep that runs 
 per worker, on an index. Each event keeps one id, sent as the V2 event id and Idempotency-Key, so
 receivers can drop repeats.
 
+Storage trouble. Every use of the event store waits for a lock cooperatively (a few ms at a time in
+SQLite, BUSY_TIMEOUT in all, never holding the gevent worker); a database still locked then, or a full
+data disk, is StorageUnavailable: a source posting an event is answered 503 (retry, nothing was
+stored), and the deliverer says so in one line (no traceback, at most once per
+STORAGE_LOG_EVERY seconds while it lasts), waits longer between rounds (up to STORAGE_BACKOFF_SECONDS),
+and keeps the outcomes of attempts it could not record, to record them when it can.
+
 Formats: `v1`, the vendor's legacy payload {date, hour, time_received, message, number, guid}, for
 received SMS only (v1 receivers know nothing else); `v2`, the signed envelope with the
 X-SMSMobileAPI-* headers and `v1=` HMAC-SHA256 over `timestamp + "." + body`.
@@ -55,15 +62,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from app.errors import BackendError
-from app.sqlite_db import Database, ThreadConnections
+from app.errors import BackendError, StorageUnavailable
+from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
 
 if TYPE_CHECKING:
     from app.config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API_VERSION = "2026-09-23"
 EVENT_TYPES = ("sms.received", "sms.sent", "sms.failed")
@@ -76,6 +84,10 @@ LONGEST_RETRY_SECONDS = 3600.0
 MAX_ATTEMPTS_AT_ONCE = 32
 #: how often, at most, a worker purges delivered events past their retention
 SWEEP_SECONDS = 60
+#: while the event store fails (locked, disk full), the deliverer says so at most this often
+STORAGE_LOG_EVERY = 60.0
+#: and waits up to this long between two rounds (doubling from its poll interval)
+STORAGE_BACKOFF_SECONDS = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_events (
@@ -243,8 +255,9 @@ class EventStore:
     """The events waiting, delivered and dead."""
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self._connections = ThreadConnections(
-            data_dir / DATABASE.file_name, DATABASE.migrations, autocommit=True
+            data_dir / DATABASE.file_name, DATABASE.migrations, autocommit=True, busy_slice=BUSY_SLICE
         )
         self._next_sweep = 0.0
 
@@ -262,12 +275,14 @@ class EventStore:
         """
         event_id = event_id or str(uuid.uuid4())
         now = time.time()
-        with self._db() as db:
-            db.execute(
+        row = (event_id, client, event_type, json.dumps(data), now, now)
+        self._run(
+            lambda db: db.execute(
                 "INSERT OR IGNORE INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (event_id, client, event_type, json.dumps(data), now, now),
+                row,
             )
+        )
         return event_id
 
     def claim(
@@ -278,27 +293,28 @@ class EventStore:
         Events of `skip_clients` (whose targets have no free slot) are left for later.
         """
         now = time.time() if now is None else now
-        with self._db() as db:
-            return db.execute(
-                CLAIM_SQL, (now + LEASE_SECONDS, now, now, json.dumps(sorted(skip_clients)))
-            ).fetchone()
+        args = (now + LEASE_SECONDS, now, now, json.dumps(sorted(skip_clients)))
+        return self._run(lambda db: db.execute(CLAIM_SQL, args).fetchone())
 
     def release(self, event_id: str) -> None:
         """Give back a claim that made no attempt (its target had no free slot)."""
-        with self._db() as db:
-            db.execute(
+        self._run(
+            lambda db: db.execute(
                 "UPDATE webhook_events SET lease_until = 0, attempts = attempts - 1 WHERE id = ?",
                 (event_id,),
             )
+        )
 
     def delivered(self, event_id: str, now: float | None = None) -> None:
         """Record a delivery."""
-        with self._db() as db:
-            db.execute(
+        when = time.time() if now is None else now
+        self._run(
+            lambda db: db.execute(
                 "UPDATE webhook_events SET status = 'delivered', delivered_at = ?, lease_until = 0,"
                 " last_error = '' WHERE id = ?",
-                (time.time() if now is None else now, event_id),
+                (when, event_id),
             )
+        )
 
     def failed(self, event: sqlite3.Row, error: str, retry_window: float) -> None:
         """Record a failed attempt: retry later with backoff and jitter, or give up after the window."""
@@ -306,37 +322,41 @@ class EventStore:
         wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
         wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
         dead = now + wait - event["created_at"] > retry_window
-        with self._db() as db:
-            db.execute(
+        args = ("dead" if dead else "pending", now + wait, error[:300], event["id"])
+        self._run(
+            lambda db: db.execute(
                 "UPDATE webhook_events SET status = ?, next_attempt_at = ?, lease_until = 0, last_error = ?"
                 " WHERE id = ?",
-                ("dead" if dead else "pending", now + wait, error[:300], event["id"]),
+                args,
             )
+        )
 
     def dead(self) -> list[sqlite3.Row]:
         """Return the events that exhausted their retries."""
-        return (
-            self._db()
-            .execute("SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at")
-            .fetchall()
+        return self._run(
+            lambda db: db.execute(
+                "SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at"
+            ).fetchall()
         )
 
     def replay(self, event_id: str) -> bool:
         """Deliver a dead event again (same id), with a fresh retry window."""
         now = time.time()
-        with self._db() as db:
-            return bool(
-                db.execute(
-                    "UPDATE webhook_events SET status = 'pending', next_attempt_at = ?, created_at = ?,"
-                    " attempts = 0, lease_until = 0 WHERE id = ? AND status = 'dead'",
-                    (now, now, event_id),
-                ).rowcount
+        return bool(
+            self._run(
+                lambda db: (
+                    db.execute(
+                        "UPDATE webhook_events SET status = 'pending', next_attempt_at = ?, created_at = ?,"
+                        " attempts = 0, lease_until = 0 WHERE id = ? AND status = 'dead'",
+                        (now, now, event_id),
+                    ).rowcount
+                )
             )
+        )
 
     def purge_dead(self) -> int:
         """Delete every dead event (the operator's decision: they are never purged on their own)."""
-        with self._db() as db:
-            return db.execute("DELETE FROM webhook_events WHERE status = 'dead'").rowcount
+        return self._run(lambda db: db.execute("DELETE FROM webhook_events WHERE status = 'dead'").rowcount)
 
     def sweep(self, retention: float, now: float | None = None) -> int:
         """Purge events delivered over `retention` seconds ago, at most once per SWEEP_SECONDS."""
@@ -344,8 +364,7 @@ class EventStore:
         if now < self._next_sweep:
             return 0
         self._next_sweep = now + SWEEP_SECONDS
-        with self._db() as db:
-            return db.execute(PURGE_SQL, (now - retention,)).rowcount
+        return self._run(lambda db: db.execute(PURGE_SQL, (now - retention,)).rowcount)
 
     def counts(self) -> dict[str, int]:
         """Return how many events are pending and dead (those there are; delivered ones are not counted).
@@ -353,14 +372,22 @@ class EventStore:
         Read on the (status, next_attempt_at) index: its cost grows with the events waiting, not with
         those delivered.
         """
-        return {status: n for status, n in self._db().execute(COUNT_SQL).fetchall()}
+        return {status: n for status, n in self._run(lambda db: db.execute(COUNT_SQL).fetchall())}
 
     def close(self) -> None:
         """Close this thread's database connection."""
         self._connections.close()
 
-    def _db(self) -> sqlite3.Connection:
-        return self._connections.get()
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Return `work(db)`, waiting for a lock cooperatively; raise StorageUnavailable when it cannot be."""
+        try:
+            return self._connections.run(work)
+        except sqlite3.OperationalError as error:
+            what = trouble(error, self.data_dir)
+            raise StorageUnavailable(
+                f"smsbridge cannot use its webhook event store now: {what}; nothing was stored or changed; "
+                "try again in a moment"
+            ) from error
 
 
 def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] | None:
@@ -485,6 +512,9 @@ class Deliverer:
         self._finished: list[_Outcome] = []
         #: called with the event type of each failed attempt (metrics count them)
         self.on_failure: Callable[[str], None] = lambda event_type: None
+        #: while the event store fails: when that was last logged (monotonic), and the pause between rounds
+        self._trouble_logged: float | None = None
+        self._pause: float | None = None
 
     def start(self) -> None:
         """Start the dispatcher thread (once per process: gunicorn workers each start their own)."""
@@ -514,10 +544,42 @@ class Deliverer:
             try:
                 self.store.sweep(self.retention)
                 self._dispatch()
+            except StorageUnavailable as error:
+                self._storage_trouble(error)
             except Exception:
                 log.exception("webhook deliverer failed; it goes on")
-            self._wake.wait(self.poll)
+            else:
+                self._storage_back()
+            self._wake.wait(self._pause or self.poll)
             self._wake.clear()
+
+    def _storage_trouble(self, error: StorageUnavailable) -> None:
+        """Back off while the event store fails; say so in one line, at most once per STORAGE_LOG_EVERY."""
+        self._pause = min(max(self._pause or 0.0, self.poll) * 2, STORAGE_BACKOFF_SECONDS)
+        now = time.monotonic()
+        if self._trouble_logged is None or now - self._trouble_logged >= STORAGE_LOG_EVERY:
+            self._trouble_logged = now
+            log.error(
+                "webhook deliverer paused: the event store failed: %s; events wait, none is lost; it "
+                "tries again every %g s at most and says so again in %g s if this lasts",
+                self._what_failed(error),
+                STORAGE_BACKOFF_SECONDS,
+                STORAGE_LOG_EVERY,
+            )
+
+    def _what_failed(self, error: StorageUnavailable) -> str:
+        """Say what failed in the store in a few words (no path, no data)."""
+        cause = error.__cause__
+        if isinstance(cause, sqlite3.Error):
+            return trouble(cause, self.store.data_dir)
+        return error.note
+
+    def _storage_back(self) -> None:
+        """End a pause for storage trouble, saying so once."""
+        if self._trouble_logged is not None:
+            self._trouble_logged = None
+            log.warning("webhook deliverer resumed: its event store answers again")
+        self._pause = None
 
     def _dispatch(self) -> int:
         """Record the attempts that ended, then start attempts for due events while slots are free."""
@@ -650,8 +712,9 @@ class Deliverer:
             self.store.delivered(event["id"])
             log.info("webhook %s %s delivered (attempt %d)", event["id"], event["type"], event["attempts"])
             return
-        self.on_failure(event["type"])
+        # Recorded first: an outcome the store could not take yet is recorded again later, counted once.
         self.store.failed(event, outcome.error, 0 if outcome.status == "dead" else self.retry_window)
+        self.on_failure(event["type"])
         log.warning(
             "webhook %s %s failed (attempt %d%s): %s",
             event["id"],
@@ -664,8 +727,15 @@ class Deliverer:
     def _record_finished(self) -> None:
         with self._state:
             finished, self._finished = self._finished, []
-        for outcome in finished:
-            self._record(outcome)
+        for index, outcome in enumerate(finished):
+            try:
+                self._record(outcome)
+            except StorageUnavailable:
+                # Kept, to be recorded when the store answers again (before its lease lets another
+                # deliverer attempt it once more).
+                with self._state:
+                    self._finished[:0] = finished[index:]
+                raise
 
 
 def _refuse_private(address: str, host: str | None = None) -> None:

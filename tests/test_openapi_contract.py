@@ -84,7 +84,7 @@ DIALECT_REFUSALS: dict[int, tuple[frozenset[str], str]] = {
     ),
     404: (
         frozenset({"not_found"}),
-        "the sandbox and mobsms backends do not serve calls, notifications or e-mail (docs/backends.md, endpoints)",
+        "sandbox and mobsms do not serve calls, notifications or e-mail (docs/backends.md, endpoints)",
     ),
     409: (
         frozenset({"sync_required"}),

@@ -3,6 +3,11 @@
 Nothing leaves the machine. Sends are accepted and logged as sent by the phone (or pending until their
 `schedule_timestamp`); received SMS, WhatsApp messages and failures are made to happen through the
 `simulate_*` methods, which `app/sandbox_console.py` serves over HTTP for testers.
+
+Its database is the sandbox's upstream: every use waits for a lock cooperatively
+(`ThreadConnections.run`, a few ms at a time in SQLite, BUSY_TIMEOUT in all, never holding the gevent
+worker), and a database still locked then, or a full data disk, is StorageUnavailable (503, Server
+fault: nothing was sent, try again).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import secrets
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from app.backends.base import Backend, check_option_values, check_phone_number
 from app.config import Settings
@@ -20,11 +27,12 @@ from app.errors import (
     InvalidParameter,
     NoDeviceAvailable,
     NotResendable,
+    StorageUnavailable,
     SyncRequired,
     UnknownDevice,
     UnknownMessage,
 )
-from app.sqlite_db import Database, ThreadConnections
+from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
 from app.vocabulary import (
     Credential,
     Device,
@@ -34,6 +42,8 @@ from app.vocabulary import (
     SendRequest,
     SentSms,
 )
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -107,7 +117,9 @@ class SandboxBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._db = ThreadConnections(settings.data_dir / DATABASE.file_name, DATABASE.migrations)
+        self._db = ThreadConnections(
+            settings.data_dir / DATABASE.file_name, DATABASE.migrations, busy_slice=BUSY_SLICE
+        )
 
     # --- sending -------------------------------------------------------------------------------------
 
@@ -148,8 +160,7 @@ class SandboxBackend(Backend):
             )
             for guid, number in zip(guids, numbers, strict=True)
         ]
-        with self._connect() as db:
-            db.executemany(INSERT_SENT, rows)
+        self._run(lambda db: db.executemany(INSERT_SENT, rows))
         return SendReceipt(
             message_ids=guids,
             note=_note(request),
@@ -177,11 +188,12 @@ class SandboxBackend(Backend):
     def delete_sent(self, credential: Credential, guids: list[str]) -> int:
         """Delete these messages from the sent log."""
         account = self._account(credential)
-        with self._connect() as db:
-            return sum(
+        return self._run(
+            lambda db: sum(
                 db.execute("DELETE FROM sent_sms WHERE account = ? AND guid = ?", (account, g)).rowcount
                 for g in guids
             )
+        )
 
     # --- receiving -----------------------------------------------------------------------------------
 
@@ -202,10 +214,10 @@ class SandboxBackend(Backend):
     def devices(self, credential: Credential) -> list[Device]:
         """Return the account's phones."""
         account = self._account(credential)
-        rows = (
-            self._connect()
-            .execute("SELECT * FROM devices WHERE account = ? ORDER BY sid", (account,))
-            .fetchall()
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT * FROM devices WHERE account = ? ORDER BY sid", (account,)
+            ).fetchall()
         )
         return [
             Device(
@@ -222,12 +234,15 @@ class SandboxBackend(Backend):
     def update_device(self, credential: Credential, sid: str, label: str, phone_number: str | None) -> Device:
         """Change a phone's label and, when given, its number."""
         account = self._account(credential)
-        with self._connect() as db:
-            changed = db.execute(
-                "UPDATE devices SET label = ?, phone_number = COALESCE(?, phone_number)"
-                " WHERE account = ? AND sid = ?",
-                (label, phone_number, account, sid),
-            ).rowcount
+        changed = self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE devices SET label = ?, phone_number = COALESCE(?, phone_number)"
+                    " WHERE account = ? AND sid = ?",
+                    (label, phone_number, account, sid),
+                ).rowcount
+            )
+        )
         if not changed:
             raise UnknownDevice(f"no connected phone has the sid {sid!r}")
         return next(d for d in self.devices(credential) if d.sid == sid)
@@ -235,10 +250,13 @@ class SandboxBackend(Backend):
     def delete_device(self, credential: Credential, sid: str) -> None:
         """Remove a phone and the messages it received."""
         account = self._account(credential)
-        with self._connect() as db:
+
+        def delete(db: sqlite3.Connection) -> None:
             if not db.execute("DELETE FROM devices WHERE account = ? AND sid = ?", (account, sid)).rowcount:
                 raise UnknownDevice(f"no connected phone has the sid {sid!r}")
             db.execute("DELETE FROM received_sms WHERE account = ? AND device = ?", (account, sid))
+
+        self._run(delete)
 
     # --- WhatsApp ------------------------------------------------------------------------------------
 
@@ -246,17 +264,20 @@ class SandboxBackend(Backend):
         """Open a window in which /getwa/ may read messages."""
         account = self._account(credential)
         expires = int(time.time()) + WHATSAPP_SYNC_SECONDS
-        with self._connect() as db:
-            db.execute("UPDATE accounts SET whatsapp_sync_expires = ? WHERE account = ?", (expires, account))
+        self._run(
+            lambda db: db.execute(
+                "UPDATE accounts SET whatsapp_sync_expires = ? WHERE account = ?", (expires, account)
+            )
+        )
         return expires
 
     def whatsapp_received(self, credential: Credential) -> list[ReceivedSms]:
         """Return the WhatsApp messages received, if a synchronisation is open."""
         account = self._account(credential)
-        row = (
-            self._connect()
-            .execute("SELECT whatsapp_sync_expires FROM accounts WHERE account = ?", (account,))
-            .fetchone()
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT whatsapp_sync_expires FROM accounts WHERE account = ?", (account,)
+            ).fetchone()
         )
         if row["whatsapp_sync_expires"] < time.time():
             raise SyncRequired(
@@ -267,17 +288,20 @@ class SandboxBackend(Backend):
     def whatsapp_active(self, credential: Credential, statut: str) -> str:
         """Read, set or toggle WhatsApp sending."""
         account = self._account(credential)
-        with self._connect() as db:
-            if statut in ("0", "1"):
-                db.execute(
+        if statut and statut not in ("0", "1") and statut.lower() != "x":
+            raise InvalidParameter(f"statut={statut!r} is not valid: expected 0, 1 or x")
+        if statut in ("0", "1"):
+            self._run(
+                lambda db: db.execute(
                     "UPDATE accounts SET whatsapp_active = ? WHERE account = ?", (int(statut), account)
                 )
-            elif statut.lower() == "x":
-                db.execute(
+            )
+        elif statut:
+            self._run(
+                lambda db: db.execute(
                     "UPDATE accounts SET whatsapp_active = 1 - whatsapp_active WHERE account = ?", (account,)
                 )
-            elif statut:
-                raise InvalidParameter(f"statut={statut!r} is not valid: expected 0, 1 or x")
+            )
         return "1" if self._whatsapp_on(account) else "0"
 
     def whatsapp_check(self, credential: Credential, number: str) -> bool:
@@ -313,22 +337,24 @@ class SandboxBackend(Backend):
         if device not in phones:
             raise UnknownDevice(f"no connected phone has the sid {device!r}")
         guid = str(uuid.uuid4()).upper()
-        with self._connect() as db:
-            db.execute(
+        row = (
+            guid,
+            account,
+            channel,
+            number,
+            message,
+            received_at or int(time.time()),
+            device,
+            kind,
+            contact,
+        )
+        self._run(
+            lambda db: db.execute(
                 "INSERT INTO received_sms (guid, account, channel, number, message, received_at,"
                 " device, kind, contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    guid,
-                    account,
-                    channel,
-                    number,
-                    message,
-                    received_at or int(time.time()),
-                    device,
-                    kind,
-                    contact,
-                ),
+                row,
             )
+        )
         return next(m for m in self._received(credential, channel) if m.guid == guid)
 
     def simulate_failure(
@@ -339,12 +365,15 @@ class SandboxBackend(Backend):
         if column is None:
             raise InvalidParameter("where must be mobile or api")
         account = self._account(credential)
-        with self._connect() as db:
-            changed = db.execute(
-                f"UPDATE sent_sms SET status = 'failed', sent_at = NULL, {column} = ?"  # noqa: S608 (a fixed name)
-                " WHERE account = ? AND guid = ?",
-                (error or "failed", account, guid),
-            ).rowcount
+        changed = self._run(
+            lambda db: (
+                db.execute(
+                    f"UPDATE sent_sms SET status = 'failed', sent_at = NULL, {column} = ?"  # noqa: S608 (a fixed name)
+                    " WHERE account = ? AND guid = ?",
+                    (error or "failed", account, guid),
+                ).rowcount
+            )
+        )
         if not changed:
             raise UnknownMessage(f"no sent message has the guid {guid!r}")
         return self._sent(credential, "1 = 1", guid)[0]
@@ -352,12 +381,14 @@ class SandboxBackend(Backend):
     def add_device(self, credential: Credential, sid: str, label: str = "", phone_number: str = "") -> Device:
         """Connect another phone to the account."""
         account = self._account(credential)
-        with self._connect() as db:
-            db.execute(
+        now = int(time.time())
+        self._run(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO devices (account, sid, label, phone_number, last_seen)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (account, sid, label, phone_number, int(time.time())),
+                (account, sid, label, phone_number, now),
             )
+        )
         return next(d for d in self.devices(credential) if d.sid == sid)
 
     # --- storage -------------------------------------------------------------------------------------
@@ -372,22 +403,28 @@ class SandboxBackend(Backend):
         if keys and not any(secrets.compare_digest(credential.secret, k) for k in keys):
             raise CredentialRefused("the API key is not one of the sandbox's keys")
         account = account_of(credential.secret)
-        db = self._connect()
-        if db.execute("SELECT 1 FROM accounts WHERE account = ?", (account,)).fetchone() is None:
-            with db:
+        known = self._run(
+            lambda db: db.execute("SELECT 1 FROM accounts WHERE account = ?", (account,)).fetchone()
+        )
+        if known is None:
+            now = int(time.time())
+
+            def create(db: sqlite3.Connection) -> None:
                 if db.execute("INSERT OR IGNORE INTO accounts (account) VALUES (?)", (account,)).rowcount:
                     db.execute(
                         "INSERT OR IGNORE INTO devices (account, sid, label, phone_number, last_seen)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        (account, *FIRST_DEVICE, int(time.time())),
+                        (account, *FIRST_DEVICE, now),
                     )
+
+            self._run(create)
         return account
 
     def _whatsapp_on(self, account: str) -> bool:
-        row = (
-            self._connect()
-            .execute("SELECT whatsapp_active FROM accounts WHERE account = ?", (account,))
-            .fetchone()
+        row = self._run(
+            lambda db: db.execute(
+                "SELECT whatsapp_active FROM accounts WHERE account = ?", (account,)
+            ).fetchone()
         )
         return bool(row["whatsapp_active"])
 
@@ -398,7 +435,9 @@ class SandboxBackend(Backend):
         if guid is not None:
             sql += " AND guid = ?"
             args += (guid,)
-        rows = self._connect().execute(sql + " ORDER BY created_at DESC, rowid DESC", args).fetchall()
+        rows = self._run(
+            lambda db: db.execute(sql + " ORDER BY created_at DESC, rowid DESC", args).fetchall()
+        )
         return [
             SentSms(
                 guid=r["guid"],
@@ -425,27 +464,30 @@ class SandboxBackend(Backend):
             raise NotResendable(
                 f"the {what} {guid} is not in an error state ({sms.status}); it is not resent"
             )
-        with self._connect() as db:
+        now = int(time.time())
+
+        def resend(db: sqlite3.Connection) -> int:
             db.execute(
                 "UPDATE sent_sms SET status = 'sent', sent_at = ?, error_api = '', error_mobile = '',"
                 " attempts = attempts + 1 WHERE account = ? AND guid = ?",
-                (int(time.time()), account, guid),
+                (now, account, guid),
             )
             [attempts] = db.execute(
                 "SELECT attempts FROM sent_sms WHERE account = ? AND guid = ?", (account, guid)
             ).fetchone()
+            return attempts
+
+        attempts = self._run(resend)
         return ResendReceipt(attempt=attempts, message_id=guid)
 
     def _received(self, credential: Credential, channel: str) -> list[ReceivedSms]:
         account = self._account(credential)
-        rows = (
-            self._connect()
-            .execute(
+        rows = self._run(
+            lambda db: db.execute(
                 "SELECT * FROM received_sms WHERE account = ? AND channel = ?"
                 " ORDER BY received_at DESC, id DESC",
                 (account, channel),
-            )
-            .fetchall()
+            ).fetchall()
         )
         return [
             ReceivedSms(
@@ -465,25 +507,38 @@ class SandboxBackend(Backend):
 
     def _update_received(self, credential: Credential, guid: str, assignment: str, args: tuple) -> None:
         account = self._account(credential)
-        with self._connect() as db:
-            changed = db.execute(
-                f"UPDATE received_sms SET {assignment} WHERE account = ? AND guid = ?",  # noqa: S608
-                (*args, account, guid),
-            ).rowcount
+        changed = self._run(
+            lambda db: (
+                db.execute(
+                    f"UPDATE received_sms SET {assignment} WHERE account = ? AND guid = ?",  # noqa: S608
+                    (*args, account, guid),
+                ).rowcount
+            )
+        )
         if not changed:
             raise UnknownMessage(f"no received SMS has the guid {guid!r}")
 
-    def _connect(self) -> sqlite3.Connection:
-        return self._db.get()
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Return `work(db)` run in one transaction, waiting for a lock cooperatively (BUSY_TIMEOUT at most).
+
+        A database still locked then, or a full data disk, is StorageUnavailable: for the sandbox, its
+        database is the upstream, so nothing was sent.
+        """
+        try:
+            return self._db.run(work)
+        except sqlite3.OperationalError as error:
+            what = trouble(error, self.settings.data_dir)
+            raise StorageUnavailable(
+                f"the smsbridge sandbox cannot use its database now: {what}; nothing was sent or changed; "
+                "try again in a moment"
+            ) from error
 
     def sent(self, secret: str) -> list[sqlite3.Row]:
         """Return every row the sandbox accepted for the key `secret`, oldest first (for tests)."""
-        return (
-            self._connect()
-            .execute(
+        return self._run(
+            lambda db: db.execute(
                 "SELECT * FROM sent_sms WHERE account = ? ORDER BY created_at, rowid", (account_of(secret),)
-            )
-            .fetchall()
+            ).fetchall()
         )
 
 

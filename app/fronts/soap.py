@@ -13,11 +13,13 @@ envelope that does not parse is a Client fault before the limiter counts anythin
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import hashlib
 import io
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers import expat
@@ -39,10 +41,11 @@ from spyne.server.wsgi import WsgiApplication
 
 from app import idempotency
 from app.delivery import deliver
-from app.errors import BridgeError
+from app.errors import BridgeError, StorageUnavailable
 from app.fronts.dialect import RESULT_FIELDS, check_key, require, send_result, split_recipients
 from app.request_log import note_outcome, note_recipients
 from app.runtime import runtime
+from app.sqlite_db import trouble
 from app.vocabulary import Credential, CredentialSource, SendRequest
 
 log = logging.getLogger(__name__)
@@ -111,17 +114,34 @@ class SendSmsService(ServiceBase):
             note_recipients(send.recipients)
             result = send_result(deliver(caller, send, runtime().breaker))
         except BridgeError as error:
-            note_outcome(error.name)
-            g.nothing_sent = error.nothing_sent
-            note = error.note
-            if getattr(error, "outcome_unknown", False):
-                note += f" (reference: {g.get('request_id', '')})"
-            raise Fault(faultcode=error.fault_code, faultstring=note) from None
+            raise _fault(error) from None
+        except sqlite3.OperationalError as error:
+            # The bridge's own data failed (a store without its own answer for it): retry, nothing sent.
+            log.error("the bridge's data failed in SOAP sendSms: %s", error)
+            what = trouble(error, runtime().settings.data_dir)
+            raise _fault(
+                StorageUnavailable(
+                    f"smsbridge cannot use its data now: {what}; nothing was sent or changed; "
+                    "try again in a moment"
+                )
+            ) from None
         except Exception:
             log.exception("unexpected error in SOAP sendSms")
             note_outcome("internal_error")
             raise Fault(*_INTERNAL_ERROR) from None
         return tuple(_soap_value(name, result.get(name)) for name in RESULT_FIELDS)
+
+
+def _fault(error: BridgeError) -> Fault:
+    """Return the SOAP fault of a bridge error, noting the outcome (and Retry-After, for the answer)."""
+    note_outcome(error.name)
+    g.nothing_sent = error.nothing_sent
+    if error.retry_after is not None:
+        g.soap_retry_after = error.retry_after
+    note = error.note
+    if getattr(error, "outcome_unknown", False):
+        note += f" (reference: {g.get('request_id', '')})"
+    return Fault(faultcode=error.fault_code, faultstring=note)
 
 
 def _soap_value(name: str, value: object) -> object:
@@ -184,10 +204,22 @@ def endpoint() -> Response:
     key = idempotency.requested_key()
     if key is None:
         return _call_spyne(environ)
+    _resolve_caller(envelope.apikey)
     # The same envelope from the same client is the same send; parsed and written again, it is canonical.
     digest = hashlib.sha256(envelope.document()).hexdigest()
     client = g.get("limit_key") or request.remote_addr or ""
     return runtime().idempotency.run(client, key, digest, lambda: _call_spyne(environ))
+
+
+def _resolve_caller(apikey: str | None) -> None:
+    """Resolve the caller before its key is claimed: a caller with a failover backend is held longer.
+
+    A key refused here is refused again, in the dialect, when spyne runs sendSms (nothing is sent).
+    """
+    if apikey is None or "principal" in g:
+        return
+    with contextlib.suppress(BridgeError):
+        g.principal = runtime().access.resolve(Credential(check_key(apikey), CredentialSource.SOAP))
 
 
 @dataclass(frozen=True)
@@ -308,10 +340,15 @@ def _apikey_of(root: etree._Element) -> str | None:
 
 def _call_spyne(environ: dict) -> Response:
     try:
-        return Response.from_app(_state().soap_app, environ)
+        response = Response.from_app(_state().soap_app, environ)
     except Exception:
         log.exception("spyne failed on a SOAP request")
         return fault_response(*_INTERNAL_ERROR)
+    retry_after = g.pop("soap_retry_after", None)
+    if retry_after is not None:
+        # A fault worth retrying (storage trouble, a rate limit) says when, as the REST answer does.
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def fault_response(code: str, string: str) -> Response:
