@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from app import (
     health,
@@ -30,6 +31,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     startup.prepare(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, as Flask() makes it
     app.json.sort_keys = False
     state = runtime.init_app(app, settings)
     rest.register_error_handlers(app)
@@ -41,7 +43,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(rest_endpoints.bp)
     # Any other path goes to the vendor as made for callers whose backend passes it through.
     app.register_blueprint(rest.passthrough_bp)
-    if any(b.name == "sandbox" for b in state.backends):
+    if any(b.simulates for b in state.backends):
         sandbox_console.init_app(app)
     request_log.init_app(app, settings.trusted_proxies)
     metrics.init_app(app)

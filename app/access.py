@@ -36,7 +36,7 @@ from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
 from app.tokens import TokenSigner, is_token
 from app.vocabulary import Credential, CredentialSource, key_digest
-from app.webhooks import Target, check_target
+from app.webhook_targets import Target, check_target
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from app.backends import BACKEND_NAMES
 from app.phone import REGIONS
-from app.webhooks import check_target
+from app.webhook_targets import check_target
 
-BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
 #: the shortest token secret accepted, configured or generated
 MIN_SECRET_BYTES = 32
 
@@ -113,9 +113,9 @@ class Settings:
 
     def validate(self, *, parse_urls: bool = True) -> None:
         """Raise ConfigError naming the first invalid setting (see `from_env` for `parse_urls`)."""
-        if self.backend not in BACKENDS:
+        if self.backend not in BACKEND_NAMES:
             raise ConfigError(
-                f"{env_name('backend')}={self.backend!r}: expected one of {', '.join(BACKENDS)}"
+                f"{env_name('backend')}={self.backend!r}: expected one of {', '.join(BACKEND_NAMES)}"
             )
         for name in ("smsmobileapi_url", "mobsms_url", "public_url"):
             _check_base_url(name, getattr(self, name))
@@ -146,10 +146,10 @@ class Settings:
         if not 0 <= self.trusted_proxies <= 10:
             raise ConfigError(f"{env_name('trusted_proxies')} must be between 0 and 10")
         if self.failover_backend is not None:
-            if self.failover_backend not in BACKENDS or self.failover_backend == self.backend:
+            if self.failover_backend not in BACKEND_NAMES or self.failover_backend == self.backend:
                 raise ConfigError(
                     f"{env_name('failover_backend')}={self.failover_backend!r}: expected another of "
-                    f"{', '.join(BACKENDS)} than {env_name('backend')}"
+                    f"{', '.join(BACKEND_NAMES)} than {env_name('backend')}"
                 )
             if not self.failover_key and self.failover_backend != "sandbox":
                 raise ConfigError(

@@ -35,8 +35,9 @@ _STATUS: dict[type[Exception], tuple[int, str]] = {
 
 #: not the caller's fault (an answer header the app made, gunicorn's own set-up) or not an error to answer
 _NOT_REFUSALS = (
-    http_errors.InvalidResponseHeader,
-    http_errors.InvalidResponseHeaderName,
+    # Newer than types-gunicorn's stubs (26.2): gunicorn 27 has them.
+    http_errors.InvalidResponseHeader,  # type: ignore[attr-defined]
+    http_errors.InvalidResponseHeaderName,  # type: ignore[attr-defined]
     http_errors.ConfigurationProblem,
     http_errors.NoMoreData,
 )
@@ -90,6 +91,6 @@ class DialectGeventWorker(GeventWorker):
         peer, kind = (addr[0] if addr else ""), type(exc).__name__
         self.log.warning("refused a request gunicorn could not read, from ip=%s: %s", peer, kind)
         try:
-            write_nonblock(client, refusal_answer(exc))  # type: ignore[arg-type]
+            write_nonblock(client, refusal_answer(exc))
         except OSError:
             self.log.debug("could not send the refusal")

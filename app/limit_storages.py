@@ -151,7 +151,9 @@ class FallbackStorage(Storage):
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        self.primary: Storage = storage_from_string(uri.removeprefix(FALLBACK_PREFIX), **options)
+        primary = storage_from_string(uri.removeprefix(FALLBACK_PREFIX), **options)
+        assert isinstance(primary, Storage)  # a lasting scheme, never an async+ one
+        self.primary = primary
         self.memory = MemoryStorage()
         #: the last hit of this thread, or of this greenlet under gevent: key and count
         self._last_hit = threading.local()
@@ -163,7 +165,7 @@ class FallbackStorage(Storage):
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return ValueError
 
-    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         count = self._call(lambda storage: storage.incr(key, expiry, amount))
         self._last_hit.count = (key, count)
         return count

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Request, Response, g, has_request_context, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import redaction
@@ -113,7 +113,8 @@ def _finish(response: Response) -> Response:
     # One lookup of the request's context objects: each attribute read through the `g` and `request`
     # proxies would look them up again (this runs on every request).
     ctx = g._get_current_object()
-    req = request._get_current_object()
+    # Flask types `request` as the Request it stands for, not as the proxy it is.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
     response.headers["X-Request-ID"] = getattr(ctx, "request_id", "")
     if req.path in _UNLOGGED_PATHS:
         return response
@@ -168,6 +169,11 @@ def init_app(app: Flask, trusted_proxies: int) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies)  # type: ignore[method-assign]
     app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
+    # Imported here: app/upstream.py tells its calls to whoever listens and imports nothing of Flask's,
+    # and urllib3 must not be imported in gunicorn's master (this module is, with the package).
+    from app import upstream
+
+    upstream.on_call(note_upstream)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

@@ -10,32 +10,31 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify
 
-from app.backends.sandbox import SandboxBackend
+from app.access import Principal
 from app.errors import NotAllowed
 from app.fronts.dialect import require
 from app.fronts.rest import parameters, principal
 from app.runtime import runtime
-from app.vocabulary import Credential
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
 
 
-def _sandbox() -> tuple[SandboxBackend, Credential]:
-    """Return the caller's sandbox and its account's credential; only sandbox callers may use this."""
+def _sandbox() -> Principal:
+    """Return the caller, if its backend simulates (the sandbox): only such callers may use the console."""
     caller = principal()
-    if not isinstance(caller.backend, SandboxBackend):
+    if not caller.backend.simulates:
         raise NotAllowed(
             f"the sandbox console is for sandbox clients; this key's backend is {caller.backend.name}"
         )
-    return caller.backend, caller.upstream
+    return caller
 
 
 @bp.post("/inbound")
 def inbound() -> Response:
     """Make the account's phone receive an SMS or a WhatsApp message."""
-    params, (sandbox, key) = parameters(), _sandbox()
-    received = sandbox.simulate_inbound(
-        key,
+    params, caller = parameters(), _sandbox()
+    received = caller.backend.simulate_inbound(
+        caller.upstream,
         require("number", params.get("number", "").strip()),
         require("message", params.get("message")),
         device=params.get("sIdentifiantPhone", "").strip(),
@@ -44,7 +43,7 @@ def inbound() -> Response:
         contact=params.get("contact", ""),
     )
     runtime().emit(
-        principal().client,
+        caller.client,
         "whatsapp.received"
         if received.kind and params.get("channel", "sms").strip() == "whatsapp"
         else "sms.received",
@@ -63,13 +62,16 @@ def inbound() -> Response:
 @bp.post("/fail")
 def fail() -> Response:
     """Make a sent message fail, so that resend and error_mobile=1 can be exercised."""
-    params, (sandbox, key) = parameters(), _sandbox()
+    params, caller = parameters(), _sandbox()
     guid = require("guid", params.get("guid", "").strip())
-    sms = sandbox.simulate_failure(
-        key, guid, params.get("error", "") or "failed", params.get("where", "mobile").strip() or "mobile"
+    sms = caller.backend.simulate_failure(
+        caller.upstream,
+        guid,
+        params.get("error", "") or "failed",
+        params.get("where", "mobile").strip() or "mobile",
     )
     runtime().emit(
-        principal().client,
+        caller.client,
         "sms.failed",
         {
             "guid": sms.guid,
@@ -84,9 +86,9 @@ def fail() -> Response:
 @bp.post("/devices")
 def add_device() -> Response:
     """Connect another phone to the account."""
-    params, (sandbox, key) = parameters(), _sandbox()
-    device = sandbox.add_device(
-        key,
+    params, caller = parameters(), _sandbox()
+    device = caller.backend.add_device(
+        caller.upstream,
         require("sid", params.get("sid", "").strip()),
         params.get("label", ""),
         params.get("phone_number", ""),

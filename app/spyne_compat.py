@@ -50,7 +50,9 @@ class VendoredSixAliases(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         """Give the shared module back its own spec, which the import system replaced with the alias's."""
-        module.__spec__ = module.__spec__.loader_state
+        spec = module.__spec__
+        assert spec is not None  # the import system set it (the alias's) before calling this
+        module.__spec__ = spec.loader_state
 
 
 def apply() -> None:
@@ -61,7 +63,7 @@ def apply() -> None:
         raise RuntimeError("app.spyne_compat must be imported before spyne")
     if not hasattr(six, "get_function_name"):
         # spyne's copy defines it (interface and application use it to name duplicate methods).
-        six.get_function_name = operator.attrgetter("__name__")
+        six.get_function_name = operator.attrgetter("__name__")  # type: ignore[attr-defined]  # added here
     sys.modules[VENDORED_SIX] = six
     if not any(isinstance(finder, VendoredSixAliases) for finder in sys.meta_path):
         sys.meta_path.insert(0, VendoredSixAliases())

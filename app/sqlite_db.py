@@ -323,7 +323,8 @@ class ThreadConnections:
             db = sqlite3.connect(
                 self.path,
                 timeout=self._busy_timeout,
-                isolation_level=None if self._autocommit else "",
+                # DEFERRED: SQLite's own default for a plain BEGIN, which sqlite3 issues for "".
+                isolation_level=None if self._autocommit else "DEFERRED",
                 # Only its own thread uses it; whichever thread ends it or collects this object closes it.
                 check_same_thread=False,
             )

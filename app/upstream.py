@@ -53,7 +53,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
@@ -71,7 +71,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from urllib3.response import HTTPResponse
+from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util import SKIP_HEADER, Timeout, make_headers
 
 from app.config import Settings
@@ -84,9 +84,25 @@ from app.errors import (
     BackendTlsFailure,
     BackendUnreachable,
 )
-from app.request_log import note_upstream
 
 log = logging.getLogger(__name__)
+
+#: what is told of every upstream call: its backend, its status (None when no answer came) and its
+#: seconds. app/request_log.py registers here (for the request's log line and the metrics): this module
+#: knows nothing of Flask's request state.
+_call_observers: list[Callable[[str, int | None, float], None]] = []
+
+
+def on_call(observer: Callable[[str, int | None, float], None]) -> None:
+    """Call `observer` after each upstream call with its backend, its status and its seconds."""
+    if observer not in _call_observers:
+        _call_observers.append(observer)
+
+
+def _note_call(backend: str, status: int | None, seconds: float) -> None:
+    for observer in _call_observers:
+        observer(backend, status, seconds)
+
 
 #: a kept-alive connection idle for longer is closed rather than reused: upstreams close idle
 #: connections after a few seconds (Apache's default is 5 s), and a request written on a connection
@@ -115,7 +131,7 @@ class Headers(dict):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and super().__contains__(name.lower())
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 
@@ -302,7 +318,7 @@ class _WatchedConnection(HTTPConnection):
                 raise
         return sock
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> None:
         if self.sock is None:
             self.connect()  # here rather than inside the first send: connecting writes nothing upstream
         call = _current_call.get()
@@ -331,7 +347,8 @@ class _Pool(HTTPConnectionPool):
     ConnectionCls = _WatchedConnection
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)
+        # Every connection of this pool is a ConnectionCls: urllib3 annotates its base class.
+        conn = cast(_WatchedConnection, super()._get_conn(timeout))
         if conn.sock is not None and time.monotonic() - conn.idle_since > IDLE_SECONDS:
             conn.close()  # urllib3 connects it again before use
         return conn
@@ -379,7 +396,7 @@ def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
-def _check_length(response: HTTPResponse) -> int | None:
+def _check_length(response: BaseHTTPResponse) -> int | None:
     """Return the answer's Content-Length, None without one; raise if it is not plain digits.
 
     http.client and urllib3 read it with `int()`, which takes "+5" and "5_0", and treat "-1" as no
@@ -395,7 +412,7 @@ def _check_length(response: HTTPResponse) -> int | None:
     return int(value)
 
 
-def _read_body(response: HTTPResponse, limit: int | None) -> bytes:
+def _read_body(response: BaseHTTPResponse, limit: int | None) -> bytes:
     """Read the answer's body as it came, raising if it is over MAX_ANSWER_BYTES (or cutting at `limit`)."""
     length = _check_length(response)
     most = MAX_ANSWER_BYTES if limit is None else limit
@@ -432,9 +449,9 @@ def _proxy_for(origin: _Origin, configured: str | None) -> str | None:
     proxy = proxies.get(scheme) or proxies.get("all")
     if not proxy:
         return None
-    if urllib.request.proxy_bypass_environment(host, proxies) or urllib.request.proxy_bypass_environment(
-        f"{host}:{port}", proxies
-    ):
+    # urllib.request has proxy_bypass_environment, undocumented and so not in typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(host, proxies) or bypass(f"{host}:{port}", proxies):
         return None  # NO_PROXY names the host (or the host and port)
     return proxy if "://" in proxy else "http://" + proxy
 
@@ -451,7 +468,7 @@ def _proxy_manager(proxy: str, **pool_options: Any) -> urllib3.ProxyManager:
         headers = make_headers(proxy_basic_auth=credentials)
     bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
     manager = urllib3.ProxyManager(bare, proxy_headers=headers, **pool_options)
-    manager.pool_classes_by_scheme = _POOL_CLASSES  # type: ignore[assignment]
+    manager.pool_classes_by_scheme = _POOL_CLASSES
     return manager
 
 
@@ -538,7 +555,7 @@ class UpstreamHttp:
             return answer
         finally:
             seconds = time.perf_counter() - started
-            note_upstream(self.backend, status, seconds)
+            _note_call(self.backend, status, seconds)
             if log.isEnabledFor(logging.DEBUG):
                 # Never the query string: it can hold a key or the message text.
                 log.debug(
@@ -630,7 +647,7 @@ class UpstreamHttp:
             _current_call.reset(token)
             _watchdog.finish(call)
 
-    def _failure(self, exc: Exception, call: _Call) -> BackendError | None:
+    def _failure(self, exc: BaseException, call: _Call) -> BackendError | None:
         """Return the bridge's error for a transport failure, split by whether the request was written."""
         if isinstance(exc, ProxyError) and isinstance(exc.original_error, Exception):
             exc = exc.original_error  # the proxy refused or failed before anything reached the upstream
@@ -723,7 +740,7 @@ class UpstreamHttp:
         }
         if proxy is None:
             manager = urllib3.PoolManager(**options)
-            manager.pool_classes_by_scheme = _POOL_CLASSES  # type: ignore[assignment]
+            manager.pool_classes_by_scheme = _POOL_CLASSES
             return manager
         try:
             return _proxy_manager(proxy, **options)
@@ -787,16 +804,17 @@ class BridgeAdapter(HTTPAdapter):
                 with _answer_of(response.raw):
                     content = _read_body(response.raw, self._answer_limit)
                     _whole(call)
-                    response._content, response._content_consumed = content, True
+                    # What Response.content sets once it has read the body (private, not in types-requests).
+                    response._content, response._content_consumed = content, True  # type: ignore[attr-defined]
                     status = response.status_code
                     return response
             raise AssertionError("unreachable")  # pragma: no cover (watched() re-raises every failure)
         finally:
-            note_upstream(http.backend, status, time.perf_counter() - started)
+            _note_call(http.backend, status, time.perf_counter() - started)
 
 
 @contextlib.contextmanager
-def _answer_of(response: HTTPResponse) -> Iterator[None]:
+def _answer_of(response: BaseHTTPResponse) -> Iterator[None]:
     """Give the connection back once the answer is read; close it if reading it failed part way."""
     try:
         yield
@@ -838,7 +856,7 @@ def _close_pools(managers: dict[str | None, urllib3.PoolManager]) -> None:
     managers.clear()
 
 
-def _headers(response: HTTPResponse) -> Headers:
+def _headers(response: BaseHTTPResponse) -> Headers:
     headers = Headers()
     for name, value in response.headers.itermerged():
         dict.__setitem__(headers, name.lower(), value)

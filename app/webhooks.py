@@ -13,10 +13,10 @@ SMSBRIDGE_WEBHOOK_TARGET_CONCURRENCY at once per target (scheme, host and port) 
 in all, per worker, so one slow receiver holds its own slots, never another client's events. A failed
 attempt (timeout, refused, non-2xx) is retried with exponential backoff and jitter until
 SMSBRIDGE_WEBHOOK_RETRY_HOURS have passed; then the event is dead: kept, listed and replayable
-(`python -m app.webhooks dead|replay ID`), until replayed or purged (`purge-dead`). Delivered events
-are purged SMSBRIDGE_WEBHOOK_RETENTION_DAYS after delivery by a sweep that runs at most once a minute
-per worker, on an index. Each event keeps one id, sent as the V2 event id and Idempotency-Key, so
-receivers can drop repeats.
+(`smsbridge webhooks dead|replay ID`), until replayed or purged (`smsbridge webhooks purge-dead`).
+Delivered events are purged SMSBRIDGE_WEBHOOK_RETENTION_DAYS after delivery by a sweep that runs at
+most once a minute per worker, on an index. Each event keeps one id, sent as the V2 event id and
+Idempotency-Key, so receivers can drop repeats.
 
 Storage trouble. Every use of the event store waits for a lock cooperatively (a few ms at a time in
 SQLite, BUSY_TIMEOUT in all, never holding the gevent worker); a database still locked then, or a full
@@ -29,11 +29,12 @@ Formats: `v1`, the vendor's legacy payload {date, hour, time_received, message, 
 received SMS only (v1 receivers know nothing else); `v2`, the signed envelope with the
 X-SMSMobileAPI-* headers and `v1=` HMAC-SHA256 over `timestamp + "." + body`.
 
-Targets. A URL is parsed once, with urllib3's parser (the HTTP client's own), and refused at
-configuration and again at delivery unless no other reader could take it for another place: http or
-https only; printable ASCII only (no spaces, control characters or backslashes; an international name
-in its xn-- form); no user:password@; no fragment; a host that is a DNS name or an IP address written
-plainly (127.1, 2130706433, 0x7f.0.0.1 and other odd IPv4 forms are refused, as are IPv6 zones).
+Targets (app/webhook_targets.py). A URL is parsed once, with urllib3's parser (the HTTP client's own),
+and refused at configuration and again at delivery unless no other reader could take it for another
+place: http or https only; printable ASCII only (no spaces, control characters or backslashes; an
+international name in its xn-- form); no user:password@; no fragment; a host that is a DNS name or an
+IP address written plainly (127.1, 2130706433, 0x7f.0.0.1 and other odd IPv4 forms are refused, as are
+IPv6 zones).
 Redirects are not followed and answers are not read past MAX_ANSWER_BYTES. Unless
 SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE is set, the name is resolved once per attempt, the attempt is refused if
 any of its addresses is private, loopback, link-local, reserved, multicast or otherwise not global, and
@@ -53,19 +54,19 @@ import logging
 import random
 import socket
 import sqlite3
-import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from app.errors import BackendError, StorageUnavailable
 from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
+from app.webhook_targets import Endpoint, Target, UnsafeTarget, parse_target
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -132,123 +133,6 @@ CLAIM_SQL = (
     " AND lease_until <= ? AND client NOT IN (SELECT value FROM json_each(?))"
     " ORDER BY next_attempt_at LIMIT 1) RETURNING *"
 )
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a client's events go."""
-
-    url: str
-    format: str = "v2"
-    secret: str = field(default="", repr=False)
-
-
-class UnsafeTarget(ValueError):
-    """A target the deliverer will not connect to."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A webhook URL as the HTTP client reads it, parsed once (urllib3's parser) and checked."""
-
-    #: the URL requested: urllib3's own rendering of what it parsed
-    url: str
-    scheme: str
-    #: a lower-case DNS name, or an IP address (without brackets)
-    host: str
-    port: int
-    #: the host when it is an IP address
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        """Scheme, host and port: what the per-target cap counts by."""
-        return self.scheme, self.host, self.port
-
-
-_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def parse_target(url: str) -> Endpoint:
-    """Parse a webhook URL; raise UnsafeTarget for anything an HTTP client could read as another place."""
-    if not isinstance(url, str) or not url:
-        raise UnsafeTarget("the webhook URL is empty")
-    if any(not "!" <= c <= "~" for c in url):
-        raise UnsafeTarget(
-            "the webhook URL must be printable ASCII without spaces or control characters "
-            "(write an international host name in its xn-- form, other characters %-encoded)"
-        )
-    if "\\" in url:
-        raise UnsafeTarget("the webhook URL holds a backslash, which URL parsers read differently")
-    # Imported here: gunicorn's master reads the settings (which check targets) before gevent patches
-    # ssl in the workers, and urllib3 imported by then would keep the unpatched ssl (a blocking TLS).
-    from urllib3.exceptions import LocationParseError
-    from urllib3.util import parse_url
-
-    try:
-        parts = parse_url(url)
-    except LocationParseError:
-        raise UnsafeTarget("the webhook URL cannot be parsed") from None
-    if parts.scheme not in ("http", "https"):
-        raise UnsafeTarget("the webhook URL must be http:// or https://")
-    if parts.auth is not None:
-        raise UnsafeTarget("the webhook URL must not hold user:password@ (send the secret another way)")
-    if parts.fragment is not None:
-        raise UnsafeTarget("the webhook URL must not hold a #fragment")
-    host = parts.host or ""
-    if not host:
-        raise UnsafeTarget("the webhook URL has no host")
-    if not url.partition("://")[2].lower().startswith(host):
-        # The parser decoded or rewrote it (ex%61mple.com): another reader would see another name.
-        raise UnsafeTarget("the webhook URL's host must be written plainly (no %-escapes)")
-    if parts.port == 0:
-        raise UnsafeTarget("the webhook URL's port must be 1 to 65535")
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    if host.startswith("["):
-        try:
-            address = ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            address = None
-        if address is None or address.scope_id:  # a zone (%eth0) names an interface, not a host
-            raise UnsafeTarget("the webhook URL's IPv6 address must be a plain IPv6 address, without a zone")
-        host = str(address)
-    else:
-        try:
-            address = ipaddress.IPv4Address(host)
-        except ValueError:
-            _check_name(host)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Endpoint(parts.url, parts.scheme, host, port, address)
-
-
-def _check_name(host: str) -> None:
-    labels = host.split(".")
-    if any(
-        not 1 <= len(label) <= 63
-        or not set(label) <= _NAME_CHARACTERS
-        or label.startswith("-")
-        or label.endswith("-")
-        for label in labels
-    ):
-        raise UnsafeTarget(
-            "the webhook URL's host must be a DNS name (letters, digits, hyphens; no trailing dot) "
-            "or an IP address"
-        )
-    last = labels[-1]
-    if last.isdigit() or (last.startswith("0x") and set(last[2:]) <= _HEX_DIGITS):
-        # 127.1, 2130706433, 0x7f.1: resolvers read these as IPv4 addresses, each its own way.
-        raise UnsafeTarget("the webhook URL's IPv4 address must be four decimal numbers (a.b.c.d)")
-
-
-def check_target(url: str, fmt: str, where: str) -> None:
-    """Raise ValueError unless `url` and `fmt` make a valid target."""
-    try:
-        parse_target(url)
-    except UnsafeTarget as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    if fmt not in ("v1", "v2"):
-        raise ValueError(f"{where}: the webhook format must be v1 or v2")
 
 
 class EventStore:
@@ -397,7 +281,7 @@ def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] |
         if event["type"] != "sms.received":
             return None
         received = datetime.fromtimestamp(float(data["received_at"]), UTC)
-        body = {
+        legacy = {
             "date": f"{received:%Y-%m-%d}",
             "hour": f"{received:%H:%M:%S}",
             "time_received": f"{received:%Y-%m-%d %H:%M:%S}",
@@ -405,7 +289,7 @@ def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] |
             "number": data["from"],
             "guid": data["guid"],
         }
-        return json.dumps(body, ensure_ascii=False).encode(), {"Content-Type": "application/json"}
+        return json.dumps(legacy, ensure_ascii=False).encode(), {"Content-Type": "application/json"}
     created = _iso(event["created_at"])
     if isinstance(data.get("received_at"), int | float):
         data["received_at"] = _iso(data["received_at"])
@@ -474,8 +358,9 @@ class Deliverer:
         poll: float = 0.5,
         targets: Callable[[str], Target | None] | None = None,
     ) -> None:
-        # Imported here, in the worker: gunicorn's master imports this module (for `check_target`), and
-        # an ssl module imported there would come before gevent's monkey-patching in the workers.
+        # Imported here, in the worker: gunicorn's master imports this module (app/startup.py prepares
+        # its database), and an ssl module imported there would come before gevent's monkey-patching in
+        # the workers.
         from app.config import Settings
         from app.upstream import UpstreamHttp
 
@@ -756,25 +641,3 @@ def _refuse_private(address: str, host: str | None = None) -> None:
             f"refused: {host or 'the target'} is a private, loopback, link-local or otherwise non-public "
             "address (SMSBRIDGE_WEBHOOK_ALLOW_PRIVATE=true allows it)"
         )
-
-
-def main(argv: list[str]) -> int:
-    """`dead` lists dead events; `replay ID` delivers one again; `purge-dead` deletes them all."""
-    from app.config import Settings
-
-    store = EventStore(Settings.from_env().data_dir)
-    if argv[:1] == ["dead"]:
-        for event in store.dead():
-            print(event["id"], event["type"], event["client"], event["attempts"], event["last_error"])
-        return 0
-    if argv[:1] == ["replay"] and len(argv) == 2:
-        return 0 if store.replay(argv[1]) else 1
-    if argv == ["purge-dead"]:
-        print(f"{store.purge_dead()} dead events purged")
-        return 0
-    print("usage: python -m app.webhooks dead | replay EVENT_ID | purge-dead", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

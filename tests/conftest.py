@@ -11,10 +11,9 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from app import create_app
+from app.backends import BACKEND_NAMES as BACKENDS
 from tests.fakes.mobsms import FakeMobsms
 from tests.fakes.smsmobileapi import FakeSmsMobileApi
-
-BACKENDS = ("sandbox", "smsmobileapi", "mobsms")
 
 #: a key each backend accepts, as a client of that backend would hold it
 GOOD_KEY = {"sandbox": "sandbox-key-1", "smsmobileapi": "vendor-key-1", "mobsms": "mobsms-key-1"}

@@ -3,14 +3,23 @@
 A backend's module is imported when a backend of its name is first built, not with this package:
 gunicorn's master imports the sandbox's module to prepare its database before the workers start, and
 must not load an HTTP client (urllib3 imports ssl, which gevent has to patch first, in the worker).
+
+This registry is the one list of backend names: app/config.py checks SMSBRIDGE_BACKEND and
+SMSBRIDGE_FAILOVER_BACKEND against BACKEND_NAMES, app/access.py the clients file's. So it imports no
+setting at import time. Adding a backend: its module, one line here, its test file
+(docs/architecture.md, "Adding a backend").
 """
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from app.backends.base import Backend
-from app.config import Settings
+from app.backends.base import Backend, WebhookEvent
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 #: each SMSBRIDGE_BACKEND name and the class that serves it ("module:Class")
 _CLASSES = {
@@ -22,7 +31,7 @@ BACKEND_NAMES = tuple(_CLASSES)
 
 
 def backend_class(name: str) -> type[Backend]:
-    """Return the class of the backend called `name`."""
+    """Return the class of the backend called `name` (importing its module: not in gunicorn's master)."""
     module, _, cls = _CLASSES[name].partition(":")
     found: type[Backend] = getattr(import_module(module), cls)
     return found
@@ -33,4 +42,17 @@ def build_backend(settings: Settings) -> Backend:
     return backend_class(settings.backend)(settings)
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "backend_class", "build_backend"]
+@cache
+def webhook_source_names() -> tuple[str, ...]:
+    """Return the names of the backends whose upstreams post webhooks (/webhooks/<name>/<client>), by name."""
+    return tuple(sorted(name for name in BACKEND_NAMES if backend_class(name).receives_webhooks))
+
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "WebhookEvent",
+    "backend_class",
+    "build_backend",
+    "webhook_source_names",
+]

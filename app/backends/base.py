@@ -1,24 +1,59 @@
-"""The interface every backend offers, and the checks of send options that backends share."""
+"""The interface every backend offers, and the checks of send options that backends share.
+
+A backend says what it can do in two ways. Its class attributes name the capabilities a front looks at
+before it calls anything: `passes_through` (calls are forwarded as made, `forward`), `receives_webhooks`
+(its upstream posts events to /webhooks/<name>/<client>, `verify_webhook` and `webhook_event`) and
+`simulates` (a tester makes events happen, the sandbox console). Its methods do the work; every one but
+`send` has a default that refuses with UnsupportedByBackend, naming the backend and the call.
+
+This module imports no setting at import time (`Settings` is a type only): app/config.py reads the
+registry's names (app/backends/__init__.py), which imports this module.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from app.config import Settings
 from app.errors import InvalidParameter, UnsupportedByBackend
 from app.phone import plain_number
 from app.phone import shown as _shown
 from app.vocabulary import (
     Credential,
     Device,
+    HttpCall,
     ReceivedSms,
     ResendReceipt,
     SendOptions,
     SendReceipt,
     SendRequest,
     SentSms,
+    UpstreamReply,
 )
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+
+class Headers(Protocol):
+    """A post's headers, looked up by name in any case (werkzeug's request headers)."""
+
+    def get(self, key: str, default: str) -> str:
+        """Return the first value of the header `key`, or `default`."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """An event an upstream posted, in the bridge's webhook vocabulary (app/webhooks.py renders it)."""
+
+    #: sms.received, sms.sent, sms.failed...
+    type: str
+    data: dict = field(default_factory=dict)
+    #: the upstream's own id of the event (a UUID) when it gives one, so a repeat is stored once;
+    #: None: the bridge derives one from the message and its state
+    id: str | None = None
 
 
 class Backend(ABC):
@@ -26,8 +61,12 @@ class Backend(ABC):
 
     #: the value of SMSBRIDGE_BACKEND that selects this backend
     name: ClassVar[str]
-    #: True for a backend that speaks the dialect itself: calls are forwarded, not translated
+    #: True for a backend that speaks the dialect itself: calls are forwarded (`forward`), not translated
     passes_through: ClassVar[bool] = False
+    #: True for a backend whose upstream posts webhooks to /webhooks/<name>/<client> (`webhook_event`)
+    receives_webhooks: ClassVar[bool] = False
+    #: True for a backend whose events a tester can make happen (`simulate_*`, the sandbox console)
+    simulates: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -98,6 +137,62 @@ class Backend(ABC):
     def resend_whatsapp(self, credential: Credential, guid: str) -> ResendReceipt:
         """Send a failed WhatsApp message again."""
         raise self.cannot("WhatsApp")
+
+    # --- pass-through (passes_through = True) ---------------------------------------------------------
+
+    def forward(self, call: HttpCall, credential: Credential | None) -> UpstreamReply:
+        """Make `call` upstream as the caller made it, with `credential` put back; return the answer.
+
+        Only a backend that speaks the dialect itself does this; the fronts ask `passes_through` first.
+        """
+        raise self.cannot("passing calls through to the vendor's API")
+
+    # --- webhooks its upstream posts (receives_webhooks = True) ---------------------------------------
+    # Class methods: reading a post needs no connection, so no backend is built for it.
+
+    @classmethod  # noqa: B027 (by default there is nothing to verify)
+    def verify_webhook(cls, body: bytes, headers: Headers, secret: str) -> None:
+        """Raise CredentialRefused when a post's signature does not verify under `secret`.
+
+        `secret` is the one the operator configured for the client's upstream webhooks ("" for none);
+        by default nothing is signed, so nothing is checked (the signed source URL is the check).
+        """
+
+    @classmethod
+    def webhook_event(cls, document: dict, headers: Headers) -> WebhookEvent | None:
+        """Return the event a posted JSON object stands for, or None for one the bridge does not relay."""
+        raise UnsupportedByBackend(f"the {cls.name} backend does not receive webhooks")
+
+    def register_webhooks(self, credential: Credential, url: str) -> int:
+        """Tell the upstream to post the account's events to `url`; return the upstream's HTTP status."""
+        raise self.cannot("registering webhook URLs")
+
+    # --- what a tester makes happen (simulates = True) ------------------------------------------------
+
+    def simulate_inbound(
+        self,
+        credential: Credential,
+        number: str,
+        message: str,
+        *,
+        device: str = "",
+        channel: str = "sms",
+        kind: str = "text",
+        contact: str = "",
+        received_at: int | None = None,
+    ) -> ReceivedSms:
+        """Make a phone of the account receive an SMS (or a WhatsApp message)."""
+        raise self.cannot("simulating received messages")
+
+    def simulate_failure(
+        self, credential: Credential, guid: str, error: str, where: str = "mobile"
+    ) -> SentSms:
+        """Make a sent message fail, on the phone (`error_mobile`) or in the API (`error_api`)."""
+        raise self.cannot("simulating failed messages")
+
+    def add_device(self, credential: Credential, sid: str, label: str = "", phone_number: str = "") -> Device:
+        """Connect another phone to the account."""
+        raise self.cannot("connecting phones")
 
     def cannot(self, what: str) -> UnsupportedByBackend:
         """Return the error for a call this backend has no way to answer."""

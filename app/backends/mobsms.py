@@ -1,4 +1,9 @@
-"""mobsms: a JSON REST gateway, driven by translating SMSMobileAPI sends to `POST /api/sms`."""
+"""mobsms: a JSON REST gateway, driven by translating SMSMobileAPI sends to `POST /api/sms`.
+
+Its webhooks (incoming SMS, delivery status, a message's callback_url) are read here too
+(`webhook_event`) and pointed at the bridge with `register_webhooks` (PUT /api/webhooks);
+app/webhook_sources.py serves the URL they are posted to.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 import logging
 from urllib.parse import quote
 
-from app.backends.base import Backend, check_option_values
+from app.backends.base import Backend, Headers, WebhookEvent, check_option_values
 from app.config import Settings
 from app.errors import (
     BackendBadAnswer,
@@ -63,6 +68,7 @@ class MobsmsBackend(Backend):
     """Translate sends to mobsms's JSON API and its `{success, data, message}` answers back."""
 
     name = "mobsms"
+    receives_webhooks = True
 
     def __init__(self, settings: Settings, http: UpstreamHttp | None = None) -> None:
         super().__init__(settings)
@@ -100,8 +106,9 @@ class MobsmsBackend(Backend):
         """Read outbound messages from `GET /api/sms` (one message when `guid` is given)."""
         if guid is not None:
             message = self._message(credential, guid)
-            found = message is not None and message.get("direction", "outbound") == "outbound"
-            return [_sent_sms(message)] if found else []
+            if message is None or message.get("direction", "outbound") != "outbound":
+                return []
+            return [_sent_sms(message)]
         return [_sent_sms(m) for m in self._pages(credential, "outbound")]
 
     def received(self, credential: Credential) -> list[ReceivedSms]:
@@ -212,6 +219,53 @@ class MobsmsBackend(Backend):
             if isinstance(d, dict)
         ]
 
+    # --- its webhooks ---------------------------------------------------------------------------------
+
+    @classmethod
+    def webhook_event(cls, document: dict, headers: Headers) -> WebhookEvent | None:
+        """Map mobsms's {event, data, timestamp} to an event (mobsms gives no event id: one is derived)."""
+        data: dict = document["data"] if isinstance(document.get("data"), dict) else document
+        kind = str(document.get("event") or document.get("type") or "")
+        guid = str(data.get("message_id") or data.get("id") or "")
+        if kind in ("incoming", "inbound", "sms.received") or data.get("direction") == "inbound":
+            return WebhookEvent(
+                "sms.received",
+                {
+                    "guid": guid,
+                    "from": str(data.get("sender_number") or ""),
+                    "message": str(data.get("message") or ""),
+                    "received_at": unix_seconds(data.get("created_at")) or 0,
+                    "alias": None,
+                    "device_id": str(data.get("device_id") or ""),
+                },
+            )
+        status = str(data.get("status") or "")
+        if status in ("sent", "delivered"):
+            return WebhookEvent(
+                "sms.sent", {"guid": guid, "to": str(data.get("recipient_number") or ""), "status": status}
+            )
+        if status in ("failed", "cancelled"):
+            return WebhookEvent(
+                "sms.failed",
+                {
+                    "guid": guid,
+                    "to": str(data.get("recipient_number") or ""),
+                    "status": status,
+                    "error": str(data.get("error_message") or status),
+                },
+            )
+        return None
+
+    def register_webhooks(self, credential: Credential, url: str) -> int:
+        """Point the account's incoming and status webhooks at `url` (PUT /api/webhooks)."""
+        answer = self.http.request(
+            "PUT",
+            self.base_url + "/api/webhooks",
+            json={"webhook_url_incoming": url, "webhook_url_status": url},
+            headers={"Authorization": f"Bearer {credential.secret}", "Accept": "application/json"},
+        )
+        return answer.status_code
+
     def cannot(self, what: str) -> UnsupportedByBackend:
         """Say what mobsms lacks, and that the rest of the dialect still works."""
         return UnsupportedByBackend(
@@ -267,7 +321,7 @@ class MobsmsBackend(Backend):
         for page in range(1, self.settings.mobsms_max_pages + 1):
             data = self._call("GET", "/api/sms", credential, params={"direction": direction, "page": page})
             rows = data.get("data") if isinstance(data, dict) else None
-            if not isinstance(rows, list):
+            if not isinstance(data, dict) or not isinstance(rows, list):
                 raise BackendBadAnswer("mobsms answered /api/sms without a page of messages")
             messages += [row for row in rows if isinstance(row, dict)]
             last = data.get("last_page")

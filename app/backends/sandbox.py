@@ -114,6 +114,7 @@ class SandboxBackend(Backend):
     """Accept every well-formed call and answer from SQLite; nothing leaves the machine."""
 
     name = "sandbox"
+    simulates = True
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -457,9 +458,10 @@ class SandboxBackend(Backend):
 
     def _resend(self, credential: Credential, guid: str, where: str, what: str) -> ResendReceipt:
         account = self._account(credential)
-        [sms] = self._sent(credential, where, guid) or [None]
-        if sms is None:
+        found = self._sent(credential, where, guid)
+        if not found:
             raise UnknownMessage(f"no sent {what} has the guid {guid!r}")
+        [sms] = found
         if sms.status != "failed":
             raise NotResendable(
                 f"the {what} {guid} is not in an error state ({sms.status}); it is not resent"

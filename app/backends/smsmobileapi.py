@@ -5,6 +5,9 @@ the URL around it, is refused (`upstream_path`). Hop-by-hop and framing headers 
 dropped, and a redirect onto the vendor's base comes back pointing at the bridge (SMSBRIDGE_PUBLIC_URL).
 With a credential the operator holds (a managed client's upstream key, a failover key), the call may go
 only to the vendor's documented endpoints, and the key is masked wherever the answer quotes it.
+
+The vendor's webhooks (V1's flat payload, V2's signed `{id, type, data}` envelope) are read here too
+(`verify_webhook`, `webhook_event`); app/webhook_sources.py serves the URL they are posted to.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
+import hmac
 import html
 import json
 import re
+import time
 import unicodedata
+import uuid
 import zlib
 from urllib.parse import SplitResult, quote, urlencode, urljoin, urlsplit
 
-from app.backends.base import Backend
+from app.backends.base import Backend, Headers, WebhookEvent
 from app.config import Settings
 from app.errors import (
     BackendBadAnswer,
@@ -42,6 +49,7 @@ from app.vocabulary import (
     SendReceipt,
     SendRequest,
     UpstreamReply,
+    unix_seconds,
 )
 
 #: upstream headers never handed on: hop-by-hop ones (RFC 9110 7.6.1, and any the answer's Connection
@@ -111,6 +119,8 @@ _DECODERS = {
     "x-gzip": (16 + zlib.MAX_WBITS,),
     "deflate": (zlib.MAX_WBITS, -zlib.MAX_WBITS),
 }
+#: a V2 webhook's timestamp further off than this is refused, as the vendor's receivers do
+MAX_SKEW_SECONDS = 300
 
 
 class SmsMobileApiBackend(Backend):
@@ -118,6 +128,7 @@ class SmsMobileApiBackend(Backend):
 
     name = "smsmobileapi"
     passes_through = True
+    receives_webhooks = True
 
     def __init__(self, settings: Settings, http: UpstreamHttp | None = None) -> None:
         super().__init__(settings)
@@ -253,6 +264,63 @@ class SmsMobileApiBackend(Backend):
             public += "?" + target.query
         return public + ("#" + target.fragment if target.fragment else "")
 
+    # --- the vendor's webhooks ------------------------------------------------------------------------
+
+    @classmethod
+    def verify_webhook(cls, body: bytes, headers: Headers, secret: str) -> None:
+        """Check a V2 post's `X-SMSMobileAPI-Signature` (HMAC-SHA256 of "timestamp.body") when signed.
+
+        Without a configured secret, V1 posts (unsigned) are taken as they come.
+        """
+        if not secret:
+            return
+        timestamp = headers.get("X-SMSMobileAPI-Timestamp", "")
+        signature = headers.get("X-SMSMobileAPI-Signature", "")
+        expected = (
+            "v1=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        )
+        fresh = (
+            timestamp.isascii()
+            and timestamp.isdigit()
+            and abs(time.time() - int(timestamp)) <= MAX_SKEW_SECONDS
+        )
+        # As bytes: compare_digest refuses str with a character past ASCII (a header's Latin-1 byte).
+        if not fresh or not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise CredentialRefused("the vendor webhook's signature or timestamp does not verify")
+
+    @classmethod
+    def webhook_event(cls, document: dict, headers: Headers) -> WebhookEvent | None:
+        """Map the vendor's V2 envelope, or its V1 payload, to an event; its V2 event id is kept."""
+        given = headers.get("X-SMSMobileAPI-Event-ID", "") or document.get("id") or ""
+        if "type" in document and isinstance(document.get("data"), dict):
+            data = dict(document["data"])
+            if isinstance(data.get("received_at"), str):
+                data["received_at"] = _webhook_time(data["received_at"]) or int(time.time())
+            return WebhookEvent(str(document["type"]), data, _uuid(str(given)))
+        if "number" in document and "message" in document:
+            when = f"{document.get('date', '')} {document.get('hour', '')}".strip()
+            data = {
+                "guid": str(document.get("guid") or ""),
+                "from": str(document["number"]),
+                "message": str(document["message"]),
+                "received_at": _webhook_time(when) or int(time.time()),
+                "alias": None,
+                "device_id": "",
+            }
+            return WebhookEvent("sms.received", data, _uuid(str(given)))
+        return None
+
+
+def _uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _webhook_time(value: object) -> int:
+    return unix_seconds(value) or 0
+
 
 def upstream_path(path: str) -> str:
     """Return `path` (as the caller's server decoded it) with each segment %-encoded for the upstream.
@@ -341,7 +409,8 @@ def _secret_forms(secret: str) -> re.Pattern[bytes]:
             forms.add(rb"\+")
         if c == "/":
             forms.add(rb"\\/")
-        parts.append(b"(?:" + b"|".join(sorted(forms, key=len, reverse=True)) + b")")
+        longest_first: list[bytes] = sorted(forms, key=len, reverse=True)
+        parts.append(b"(?:" + b"|".join(longest_first) + b")")
     whole = [
         re.escape(encode(secret.encode()).rstrip(b"="))
         for encode in (base64.b64encode, base64.urlsafe_b64encode)

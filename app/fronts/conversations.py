@@ -61,9 +61,9 @@ def conversations(
         if sms.alias:
             aliases[key] = sms.alias
         _add(timelines, shown_number, key, sms.number, _incoming(sms, seq), start, stop)
-    for seq, sms in enumerate(reversed(sent)):
-        key = key_of(sms.recipient)
-        _add(timelines, shown_number, key, sms.recipient, _outgoing(sms, seq), start, stop)
+    for seq, out in enumerate(reversed(sent)):
+        key = key_of(out.recipient)
+        _add(timelines, shown_number, key, out.recipient, _outgoing(out, seq), start, stop)
 
     numero = params.get("numero", "").strip()
     keys = [k for k in timelines if k in detected]

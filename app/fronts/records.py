@@ -39,9 +39,10 @@ def local_unix(ts: int) -> int:
 def sent_entry(sms: SentSms) -> dict:
     """Return one `log/sent/sms` entry."""
     queued_local, queued_utc = local(sms.queued_at), utc(sms.queued_at)
-    sent = sms.status == "sent" and sms.sent_at is not None
-    sent_local = local(sms.sent_at) if sent else None
-    sent_utc = utc(sms.sent_at) if sent else None
+    sent_at = sms.sent_at if sms.status == "sent" else None
+    sent = sent_at is not None
+    sent_local = local(sent_at) if sent_at is not None else None
+    sent_utc = utc(sent_at) if sent_at is not None else None
     return {
         "sIdentifiantPhone": sms.device,
         "port": sms.port,
@@ -51,7 +52,7 @@ def sent_entry(sms: SentSms) -> dict:
         "send_from_mobile": 1 if sent else 0,
         "send_from_mobile_date": f"{sent_local:%Y-%m-%d}" if sent_local else "",
         "send_from_mobile_heure": f"{sent_local:%H:%M:%S}" if sent_local else "",
-        "send_from_mobile_timestamp": local_unix(sms.sent_at) if sent and sms.sent_at else None,
+        "send_from_mobile_timestamp": local_unix(sent_at) if sent_at else None,
         "recipients": sms.recipient,
         "sms": sms.message,
         "error_api": sms.error_api,

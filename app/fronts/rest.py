@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -12,7 +13,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import idempotency
 from app.access import Principal
-from app.backends import Backend
 from app.delivery import deliver
 from app.errors import (
     BodyTooLarge,
@@ -46,6 +46,9 @@ from app.vocabulary import (
     SendRequest,
     UpstreamReply,
 )
+
+if TYPE_CHECKING:
+    from app.backends import Backend
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
@@ -243,7 +244,7 @@ _PARSED_ENVELOPE = "smsbridge.soap_envelope"
 class _ParsedOnceSoap11(Soap11):
     """spyne's SOAP 1.1, reading the envelope the endpoint parsed (safely, once) instead of the body."""
 
-    def create_in_document(self, ctx, charset=None):  # type: ignore[no-untyped-def]
+    def create_in_document(self, ctx, charset=None):
         root = ctx.transport.req_env.get(_PARSED_ENVELOPE)
         if root is None:
             super().create_in_document(ctx, charset)
@@ -305,7 +306,8 @@ def _read_envelope() -> Envelope | EnvelopeRefused:
     except (etree.XMLSyntaxError, LookupError, ValueError) as exc:
         return EnvelopeRefused("Client.InvalidXml", f"the SOAP envelope is not well-formed XML: {exc}"[:300])
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    doctype = docinfo.doctype  # type: ignore[attr-defined]  # lxml has it, lxml-stubs (0.5) do not
+    if doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         return EnvelopeRefused("Client.InvalidXml", "a DOCTYPE or ENTITY is not allowed in a request")
     if root.find(".//*[@href]") is not None:
         # spyne resolves SOAP-encoded references (href="#id") itself: an apikey by reference would be
@@ -340,7 +342,8 @@ def _apikey_of(root: etree._Element) -> str | None:
 
 def _call_spyne(environ: dict) -> Response:
     try:
-        response = Response.from_app(_state().soap_app, environ)
+        # from_app builds the class it is called on: werkzeug's annotation names its own Response.
+        response = cast(Response, Response.from_app(_state().soap_app, environ))
     except Exception:
         log.exception("spyne failed on a SOAP request")
         return fault_response(*_INTERNAL_ERROR)
@@ -409,7 +412,7 @@ def envelope_root(body: bytes, content_type: str) -> etree._Element:
     wide = body.startswith((b"<\x00", b"\x00<"))  # UTF-16 without a BOM, which libxml2 also detects so
     if header is not None and (header in _UTF16) != wide:
         raise CharsetRefused(
-            f"the Content-Type says charset={charset[:40]}, which the body is not written in"
+            f"the Content-Type says charset={(charset or '')[:40]}, which the body is not written in"
         )
     try:
         root = etree.fromstring(body, _parser(None))
