@@ -128,12 +128,44 @@ from gunicorn import glogging  # noqa: E402
 from app import redaction  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 from app.config import ConfigError, Settings  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 
+
+def _check_urls_in_a_child() -> None:
+    """Check the webhook URL as the workers will, in a forked child: the master must not import urllib3.
+
+    Parsing a URL imports urllib3 (the HTTP client's own parser); imported in the master, it would reach
+    every worker before gevent patched ssl and keep the blocking ssl there. The child checks, says what
+    is wrong through a pipe, and exits; the master stops with that one line, as for any other setting.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, and leave without running anything of the master's
+        os.close(read)
+        code = 0
+        try:
+            Settings.from_env()
+        except ConfigError as error:
+            os.write(write, str(error).encode()[:65536])
+            code = 1
+        except BaseException:  # nothing may escape a forked child
+            code = 2
+        os._exit(code)
+    os.close(write)
+    said = b""
+    while chunk := os.read(read, 65536):
+        said += chunk
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"smsbridge: {said.decode(errors='replace') or 'the settings could not be checked'}")
+
+
 try:
-    # Not the webhook URL: its check imports urllib3, which must first be imported in a worker, after
-    # gevent patched ssl (else urllib3 keeps the blocking ssl). Each worker checks it (wsgi.py).
+    # The webhook URL is checked apart (see above): its check imports urllib3.
     _settings = Settings.from_env(parse_urls=False)
 except ConfigError as error:
     raise SystemExit(f"smsbridge: {error}") from None
+if _settings.webhook_url:
+    _check_urls_in_a_child()
 
 bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
 # One worker per core by default (SMSBRIDGE_WORKERS): a worker is held to one core by the GIL. Their
