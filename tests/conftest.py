@@ -1,25 +1,28 @@
-"""Fixtures: fake upstreams as real HTTP servers on 127.0.0.1, and the bridge built or served against them."""
+"""Fixtures shared by the test modules; what they are built from is in tests/harness/ (see its __init__).
+
+Fake upstreams are real HTTP servers on 127.0.0.1; the bridge is built, served from a thread, or served by
+gunicorn against them. A fixture one module alone uses stays in that module.
+"""
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
+import app.webhooks
 from app import create_app
-from app.backends import BACKEND_NAMES as BACKENDS
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-
-#: a key each backend accepts, as a client of that backend would hold it
-GOOD_KEY = {"sandbox": "sandbox-key-1", "smsmobileapi": "vendor-key-1", "mobsms": "mobsms-key-1"}
-
-#: the message every interop test sends: Cyrillic, the euro sign, Latin-1, CJK and an emoji
-UNICODE_TEXT = "Здравей € ñ 你好 😀"
+from tests.harness.bridge import BACKENDS, LiveBridge
+from tests.harness.fakes.listener import Listener
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.net import port_of, stop_quickly
+from tests.harness.webhooks import TOKEN_SECRET, Receiver, park
 
 
 @pytest.fixture(scope="session")
@@ -91,27 +94,6 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-class LiveBridge:
-    """A bridge served over real HTTP on 127.0.0.1 from a thread of the test process."""
-
-    def __init__(self, build: Callable[[str], Flask]) -> None:
-        # Bind first, so that the app can be built advertising the URL it is really served at.
-        self.server = make_server("127.0.0.1", 0, Flask("placeholder"), threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.app = build(self.url)
-        self.server.app = self.app
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def wsdl_url(self) -> str:
-        return self.url + "/sendsms/wsdl/sendsms.wsdl"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="session")
 def live_bridges(settings_for: Callable[..., dict]) -> Iterator[dict[str, LiveBridge]]:
     """One live bridge per backend, for the whole session; each advertises its own URL in the WSDL."""
@@ -133,3 +115,77 @@ def live(live_bridges: dict[str, LiveBridge], backend: str) -> LiveBridge:
 def data_dir(app: Flask) -> Path:
     """Return the data directory an app was built with."""
     return app.extensions["smsbridge"].settings.data_dir
+
+
+# --- webhooks (tests/test_webhooks.py, tests/test_webhook_ssrf.py, tests/test_audit_variations.py) ---
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """First retry after 0.05-0.15 s instead of 1-3 s."""
+    monkeypatch.setattr(app.webhooks, "FIRST_RETRY_SECONDS", 0.1)
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Any]]:
+    """Make receivers, stopped at the end of the test."""
+    made: list[Receiver] = []
+
+    def make(kind: type[Receiver], *args: Any, **kwargs: Any) -> Any:
+        receiver = kind(*args, **kwargs)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        stop_quickly(receiver.stop, port_of(receiver.url))
+
+
+@pytest.fixture
+def serve(make_app: Callable[..., Flask]) -> Iterator[Callable[..., LiveBridge]]:
+    """Serve bridges over HTTP on 127.0.0.1 (loopback receivers allowed unless overridden)."""
+    bridges: list[LiveBridge] = []
+
+    def start(backend: str = "mobsms", **overrides: Any) -> LiveBridge:
+        settings = {"webhook_allow_private": True, "token_secret": TOKEN_SECRET, **overrides}
+        bridge = LiveBridge(lambda url: make_app(backend, public_url=url, **settings))
+        bridge.app.extensions["smsbridge"].deliverer.poll = 0.05
+        bridges.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in bridges:
+        stop_quickly(bridge.stop, port_of(bridge.url))
+        park(bridge.app)
+
+
+@pytest.fixture
+def loopback_listeners() -> Iterator[list[Listener]]:
+    """A listener on 127.0.0.1, and one on [::1] where the machine has IPv6 loopback."""
+    made = [Listener("127.0.0.1")]
+    with contextlib.suppress(OSError):  # no IPv6 loopback here
+        made.append(Listener("::1", made[0].port))
+    yield made
+    for listener in made:
+        listener.close()
+
+
+# --- the smsmobileapi backend under gunicorn (tests/test_passthrough.py, tests/test_audit_variations.py) ---
+
+
+@pytest.fixture(scope="module")
+def vendor_bridge(
+    fake_vendor: FakeSmsMobileApi, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gunicorn]:
+    """The bridge under gunicorn in passthrough mode, in front of the fake vendor under /base."""
+    data = tmp_path_factory.mktemp("vendor-bridge")
+    server = Gunicorn(
+        {
+            "SMSBRIDGE_BACKEND": "smsmobileapi",
+            "SMSBRIDGE_SMSMOBILEAPI_URL": fake_vendor.url + "/base",
+            "SMSBRIDGE_DATA_DIR": str(data),
+        },
+        data / "gunicorn.log",
+    )
+    yield server
+    server.stop()

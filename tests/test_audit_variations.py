@@ -25,14 +25,13 @@ from flask import Flask
 import app.webhooks
 from app.config import Settings
 from app.webhooks import Deliverer, EventStore, Target
-from tests.fakes.forward_proxy import ForwardProxy
-from tests.fakes.listener import Listener
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_passthrough import CLIENT_KEY, OPERATOR_KEY, managed_vendor_app, vendor_bridge  # noqa: F401
-from tests.test_webhook_ssrf import loopback_listeners  # noqa: F401
-from tests.test_webhooks import SECRET, SENDER, events_in
+from tests.harness.fakes.forward_proxy import ForwardProxy
+from tests.harness.fakes.listener import Listener
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.passthrough import CLIENT_KEY, OPERATOR_KEY, managed_vendor_app
+from tests.harness.webhooks import SECRET, SENDER, events_in
 
 # --- webhooks: target forms -----------------------------------------------------------------------------
 
@@ -76,7 +75,7 @@ def webhook_forms(port: int) -> list[str]:
 
 
 def test_probe_webhook_forms_reach_no_loopback_listener(
-    loopback_listeners: list[Listener],  # noqa: F811
+    loopback_listeners: list[Listener],
     tmp_path: Path,
 ) -> None:
     port = loopback_listeners[0].port
@@ -189,7 +188,7 @@ def test_probe_webhook_redirect_to_loopback_is_not_followed(
 
 def test_probe_webhook_through_env_proxy_still_refuses_a_loopback_literal(
     monkeypatch: pytest.MonkeyPatch,
-    loopback_listeners: list[Listener],  # noqa: F811
+    loopback_listeners: list[Listener],
     tmp_path: Path,
 ) -> None:
     proxy = ForwardProxy()
@@ -405,7 +404,7 @@ def raw(url: str, method: str, target: str) -> tuple[int, dict[str, str], bytes]
 )
 def test_probe_unmanaged_paths_through_gunicorn(
     target: str,
-    vendor_bridge: Gunicorn,  # noqa: F811
+    vendor_bridge: Gunicorn,
     fake_vendor: FakeSmsMobileApi,
 ) -> None:
     fake_vendor.next_reply = Reply(200, b'{"ok": 1}')
@@ -421,7 +420,7 @@ def test_probe_unmanaged_paths_through_gunicorn(
 
 
 def test_probe_a_path_that_is_not_utf8_is_refused_not_rewritten(
-    vendor_bridge: Gunicorn,  # noqa: F811
+    vendor_bridge: Gunicorn,
     fake_vendor: FakeSmsMobileApi,
 ) -> None:
     """The query's non-UTF-8 values are refused by name; the path's are turned into U+FFFD and sent."""

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from app.fronts.dialect import RESULT_FIELDS
 from app.webhook_sources import source_urls
-from tests.conftest import BACKENDS, GOOD_KEY
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_soap import envelope, fault_of
+from tests.harness.bridge import BACKENDS, GOOD_KEY
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.soap import envelope, fault_of
 
 TO = "+32470000001"
 

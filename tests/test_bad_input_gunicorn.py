@@ -21,9 +21,9 @@ from flask import Flask
 from lxml import etree
 
 from app.webhook_sources import source_urls
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_soap import envelope
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.soap import envelope
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 TOKEN_SECRET = "a-token-secret-for-the-bad-input-tests-0123456789"

@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from app.cli import cli
 from app.webhooks import EventStore
-from tests.conftest import LiveBridge
+from tests.harness.bridge import LiveBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the console script pyproject.toml declares, as installed beside this Python

@@ -94,7 +94,8 @@ def test_variables_read_outside_the_settings_are_not_refused() -> None:
 def test_gunicorn_refuses_to_start_with_a_misspelt_variable(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.test_gunicorn import GUNICORN, ROOT, free_port, gunicorn_env
+    from tests.harness.gunicorn import GUNICORN, ROOT, gunicorn_env
+    from tests.harness.net import free_port
 
     env = gunicorn_env(
         free_port(), SMSBRIDGE_DATA_DIR=str(tmp_path), SMSBRIDGE_RATE_LIMIT_STORAGE="memory://"

@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from app.fronts.dialect import RESULT_FIELDS
 from app.fronts.records import local, timearea, utc
 from tests import schemas
-from tests.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.mobsms import FakeMobsms
 
 KEY = "mobsms-key-1"
 AUTH = f"Bearer {KEY}"

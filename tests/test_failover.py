@@ -14,11 +14,10 @@ from flask.testing import FlaskClient
 from app.access import hash_key
 from app.config import ConfigError, Settings
 from app.errors import BackendUnreachable
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_request_log import log_lines
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn, log_lines
 
 TO = "+32470000001"
 SEND = {"apikey": "mobsms-key-1", "recipients": TO, "message": "Hi"}

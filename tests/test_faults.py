@@ -9,7 +9,7 @@ Flask's test client, SOAP by posting an envelope). The network faults need nothi
                       is already full, so that a further connect hangs until the bridge gives up
     TLS failure       https:// to a fake's port, which speaks plain HTTP: the handshake fails
 
-the others are the fakes misbehaving on command (tests/fakes/server.py). Whatever happened, the fake
+the others are the fakes misbehaving on command (tests/harness/fakes/server.py). Whatever happened, the fake
 received exactly one send per call, never a retry, and none when nothing could reach it.
 """
 
@@ -29,13 +29,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.conftest import GOOD_KEY
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import FakeUpstream
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_rest import closed_port_url
-from tests.test_soap import envelope, fault_of
+from tests.harness.bridge import GOOD_KEY
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import FakeUpstream
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.net import closed_port_url
+from tests.harness.soap import envelope, fault_of
 
 TO = "+32470000001"
 CALLING_OUT = ("smsmobileapi", "mobsms")

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Received, Reply
-from tests.test_gunicorn import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_env
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Received, Reply
+from tests.harness.gunicorn import GUNICORN, ROOT, Gunicorn, gunicorn_env
+from tests.harness.net import free_port
 
 UPSTREAM_SECONDS = 2.0
 

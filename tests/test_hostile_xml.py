@@ -19,8 +19,8 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from tests.conftest import UNICODE_TEXT
-from tests.test_soap import envelope, fault_of
+from tests.harness.bridge import UNICODE_TEXT
+from tests.harness.soap import envelope, fault_of
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 BODY = envelope()[envelope().index("<SOAP-ENV:Envelope") :]

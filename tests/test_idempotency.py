@@ -11,10 +11,10 @@ import pytest
 from flask import Flask
 
 from app.config import ConfigError, Settings
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_soap import envelope
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.soap import envelope
 
 TO = "+32470000001"
 SEND = {"apikey": "mobsms-key-1", "recipients": TO, "message": "Your order shipped"}

@@ -9,8 +9,9 @@ import requests
 import zeep
 
 from app.access import hash_key
-from tests.fakes.mobsms import FakeMobsms
-from tests.test_rate_limits import RedisServer, served_by, start_bridge
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.gunicorn import served_by, start_bridge
+from tests.harness.redis import RedisServer
 
 CLIENT_KEY = "acme-client-key-7f3a"
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import requests
 from flask import Flask
 
-from tests.fakes.mobsms import FakeMobsms
-from tests.test_rate_limits import RedisServer, ready_workers, start_bridge
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.gunicorn import ready_workers, start_bridge
+from tests.harness.redis import RedisServer
 
 
 def sample(text: str, name: str, **labels: str) -> float:

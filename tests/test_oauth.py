@@ -22,23 +22,28 @@ import app.tokens
 from app.access import hash_key
 from app.config import ConfigError
 from app.tokens import TokenSigner
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_access import (
+from tests.harness.clients import (
     KEY_A,
     KEY_B,
     MOBSMS_CLIENT,
     MOBSMS_KEY,
     SANDBOX_CLIENT,
-    VENDOR_CLIENT,
     VENDOR_KEY,
     write_clients,
 )
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.oauth import (
+    CLIENTS,
+    assert_token_refused,
+    bearer,
+    send_with,
+    token_call,
+    token_for,
+)
 
 TO = "+32470000001"
-TOKEN_REFUSED = "the access token is invalid or expired: get a new one from /oauth2/token"
-CLIENTS = {"shop-a": MOBSMS_CLIENT, "shop-b": VENDOR_CLIENT, "shop-s": SANDBOX_CLIENT}
 SECRET_32 = "0123456789abcdef0123456789abcdef"
 
 
@@ -49,26 +54,6 @@ def basic(client_id: str, client_secret: str) -> dict[str, str]:
     """The Authorization header of RFC 6749 2.3.1: each part form-urlencoded, then HTTP Basic."""
     pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
     return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-
-
-def token_call(client: FlaskClient, form: dict[str, str] | None = None, headers: dict | None = None):
-    return client.post("/oauth2/token", data=form or {}, headers=headers or {})
-
-
-def token_for(client: FlaskClient, client_id: str = "shop-a", secret: str = KEY_A) -> str:
-    response = token_call(
-        client, {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["access_token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def send_with(client: FlaskClient, token: str, message: str = "Hi"):
-    return client.post("/sendsms/", data={"recipients": TO, "message": message}, headers=bearer(token))
 
 
 def assert_oauth_error(response, status: int, error: str, description: str) -> None:
@@ -82,15 +67,6 @@ def assert_oauth_error(response, status: int, error: str, description: str) -> N
         assert response.headers["WWW-Authenticate"] == 'Basic realm="smsbridge"'
     else:
         assert "WWW-Authenticate" not in response.headers
-
-
-def assert_token_refused(response) -> None:
-    assert response.status_code == 403, response.get_data(as_text=True)
-    document = response.get_json()
-    result = document["result"]
-    assert (result["error"], result["error_code"], result["sent"]) == (20, "key_refused", "0")
-    assert result["note"] == TOKEN_REFUSED
-    assert (document["error"], document["message"]) == (20, TOKEN_REFUSED)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The vendor's contract: every operation of SMSMobileAPI's public OpenAPI file, fuzzed by schemathesis.
 
 The bridge runs as in production (`gunicorn -c gunicorn.conf.py wsgi:app`, gevent workers) on 127.0.0.1,
-one per backend: the sandbox, mobsms in front of tests/fakes/mobsms.py, and smsmobileapi passing the
-vendor's API through to tests/fakes/smsmobileapi.py (answering, past `/sendsms/`, each of the file's
+one per backend: the sandbox, mobsms in front of tests/harness/fakes/mobsms.py, and smsmobileapi passing the
+vendor's API through to tests/harness/fakes/smsmobileapi.py (answering, past `/sendsms/`, each of the file's
 other operations as documented). Real gunicorn rather than Flask's WSGI in-process: gunicorn's own HTTP
 parsing and rejections, the gevent worker, the redacting logger and multi-process metrics are what
 callers meet, and the server's own output can be searched for a traceback afterwards.
@@ -39,11 +39,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests import schemas
-from tests.conftest import BACKENDS, GOOD_KEY
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Received, Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
+from tests.harness.bridge import BACKENDS, GOOD_KEY
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Received, Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
 
 SPEC = Path(__file__).parent / "specs" / "smsmobileapi-openapi.yaml"
 

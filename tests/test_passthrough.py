@@ -7,7 +7,7 @@ import html
 import http.client
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
 
@@ -18,11 +18,12 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 
 from app.access import hash_key
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
-from tests.test_soap import envelope
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.passthrough import CLIENT_KEY, OPERATOR_KEY, managed_vendor_app
+from tests.harness.soap import envelope
 
 ENDPOINTS = {
     "/resend/": {"guid": "c319d3b35e8f8712cde20dae39ac3c19f86eda25"},
@@ -140,10 +141,6 @@ def test_an_unreachable_vendor_is_an_error_in_the_dialect(make_app: Callable[...
 
 # --- the operator's key never reaches a managed client (issue 12, item 2) ---------------------------------
 
-#: an operator key with characters that URL, JSON and HTML each write their own way
-OPERATOR_KEY = 'op/Key+1 é"&'
-CLIENT_KEY = "shop-client-key-1"
-
 
 def quoted_forms(key: str) -> list[str]:
     """Return the ways a vendor answer can quote `key`: raw, URL-encoded, JSON, PHP JSON, HTML."""
@@ -158,16 +155,6 @@ def quoted_forms(key: str) -> list[str]:
         escaped.replace("/", "\\/"),
         html.escape(key),
     ]
-
-
-def managed_vendor_app(make_app: Callable[..., Flask], tmp_path: Path, **overrides: object) -> Flask:
-    """Build a managed bridge with one smsmobileapi client, whose upstream key is OPERATOR_KEY."""
-    clients = tmp_path / "clients.toml"
-    clients.write_text(
-        f'[clients.shop]\nkey_sha256 = ["{hash_key(CLIENT_KEY)}"]\nbackend = "smsmobileapi"\n'
-        f"upstream_key = {json.dumps(OPERATOR_KEY)}\n"
-    )
-    return make_app("sandbox", clients_file=str(clients), **overrides)
 
 
 def quoting_body(forms: list[str]) -> bytes:
@@ -331,24 +318,6 @@ def raw_get(url: str, target: str) -> tuple[int, dict]:
         return answer.status, json.loads(answer.read())
     finally:
         connection.close()
-
-
-@pytest.fixture(scope="module")
-def vendor_bridge(
-    fake_vendor: FakeSmsMobileApi, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gunicorn]:
-    """The bridge under gunicorn in passthrough mode, in front of the fake vendor under /base."""
-    data = tmp_path_factory.mktemp("vendor-bridge")
-    server = Gunicorn(
-        {
-            "SMSBRIDGE_BACKEND": "smsmobileapi",
-            "SMSBRIDGE_SMSMOBILEAPI_URL": fake_vendor.url + "/base",
-            "SMSBRIDGE_DATA_DIR": str(data),
-        },
-        data / "gunicorn.log",
-    )
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("target", ESCAPING_TARGETS)

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
-import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
@@ -48,92 +44,25 @@ from werkzeug.test import TestResponse
 
 from app import limit_storages, rate_limits
 from app.config import ConfigError, Settings
-from tests.test_gunicorn import GUNICORN, ROOT, Gunicorn, free_port, gunicorn_env
-from tests.test_soap import envelope, fault_of
+from tests.harness.gunicorn import (
+    GUNICORN,
+    ROOT,
+    Gunicorn,
+    gunicorn_env,
+    ready_workers,
+    served_by,
+    start_bridge,
+)
+from tests.harness.net import free_port
+from tests.harness.redis import RedisServer, fingerprint
+from tests.harness.soap import envelope, fault_of
 
 TO = "+32470000001"
-#: gunicorn's access log, as these tests read it: "<pid> probe status"
-ACCESS_LOG_FORMAT = "--access-logfile=- --access-logformat '%(p)s %({x-probe}i)s %(s)s'"
-_ACCESS_LINE = re.compile(r"^<(\d+)> (\S+) (\d{3})$", re.MULTILINE)
 #: how long one answer may take while Redis is down or frozen (the bridge waits 100 ms for Redis)
 FAST = 1.0
 
 
 # --- a real Redis -----------------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A redis-server on a free port of 127.0.0.1, without persistence, that can be stopped and restarted."""
-
-    def __init__(self, directory: Path) -> None:
-        executable = shutil.which("redis-server")
-        assert executable, "redis-server is missing: run scripts/setup --test"
-        self.executable = executable
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        """Start redis-server on its port (the same one after a stop) and wait until it answers PING."""
-        assert self.process is None, "redis-server is already running"
-        self.process = subprocess.Popen(
-            [
-                self.executable,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.process.poll() is None, (self.directory / "redis.log").read_text(errors="replace")
-            try:
-                if self.client.ping():
-                    return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Stop redis-server (its data goes with it) and wait until it has exited."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGCONT)  # in case it was frozen
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process = None
-        self.client.connection_pool.disconnect()
-
-    def freeze(self) -> None:
-        """Stop redis-server's process without closing its port: connections open, nothing answers."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """Let a frozen redis-server run again."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def count_of(self, key: str) -> int | None:
-        """Return the count Redis holds for the client that sends `key`, or None if it holds none."""
-        names = self.client.keys(f"*:{fingerprint(key)}*")
-        assert len(names) <= 1, names
-        return int(self.client.get(names[0])) if names else None
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +84,6 @@ def fresh_redis(redis_server: RedisServer) -> RedisServer:
 
 
 # --- talking to the bridge --------------------------------------------------------------------------------
-
-
-def fingerprint(key: str) -> str:
-    """Return the start of the fingerprint a passthrough key is counted under (its SHA-256, shortened)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def key_tag() -> str:
@@ -211,47 +135,6 @@ def assert_rate_limited(response: requests.Response, limit: str) -> None:
 def statuses_of(bridge: Gunicorn, key: str, count: int, probe: str) -> list[int]:
     """Send `count` REST sends for `key`, each under probe `<probe>-<n>`, and return their statuses."""
     return [send(bridge, key, f"{probe}-{n}").status_code for n in range(count)]
-
-
-def served_by(bridge: Gunicorn, probes: list[str]) -> dict[str, tuple[int, int]]:
-    """Return {probe: (worker pid, status)} from the access log, waiting until every probe is there."""
-    deadline = time.monotonic() + 5
-    while True:
-        found = {
-            m[2]: (int(m[1]), int(m[3]))
-            for m in _ACCESS_LINE.finditer(bridge.log.read_text(errors="replace"))
-        }
-        if all(p in found for p in probes) or time.monotonic() > deadline:
-            missing = [p for p in probes if p not in found]
-            assert not missing, f"not in the access log: {missing}\n{bridge.log.read_text()}"
-            return {p: found[p] for p in probes}
-        time.sleep(0.05)
-
-
-def ready_workers(bridge: Gunicorn, count: int = 2) -> set[int]:
-    """Wait until `count` workers answer (health checks, which are never limited); return their pids."""
-    seen: set[int] = set()
-    deadline = time.monotonic() + 20
-    while len(seen) < count:
-        assert time.monotonic() < deadline, f"only workers {seen} answered:\n{bridge.log.read_text()}"
-        probe = f"ready-{key_tag()}"
-        assert requests.get(
-            bridge.url + "/healthz", headers={"Connection": "close", "X-Probe": probe}, timeout=10
-        ).ok
-        seen.add(served_by(bridge, [probe])[probe][0])
-    return seen
-
-
-def start_bridge(tmp_path: Path, env: dict[str, str], name: str = "gunicorn") -> Gunicorn:
-    """Start the bridge under gunicorn with the sandbox backend and `env`."""
-    return Gunicorn(
-        {
-            "SMSBRIDGE_DATA_DIR": str(tmp_path / f"{name}-data"),
-            "GUNICORN_CMD_ARGS": ACCESS_LOG_FORMAT,
-            **env,
-        },
-        tmp_path / f"{name}.log",
-    )
 
 
 # --- the default runtime: a worker per core, sqlite:// ------------------------------------------------------

@@ -19,7 +19,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from app.config import OTHER_VARIABLES, Settings, env_name
-from tests.conftest import LiveBridge
+from tests.harness.bridge import LiveBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

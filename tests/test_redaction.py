@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from app.redaction import RedactSecrets, redact
-from tests.conftest import GOOD_KEY
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
-from tests.test_gunicorn import Gunicorn
+from tests.harness.bridge import GOOD_KEY
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import Gunicorn
 
 KEY = "k3y-S3CRET-77"
 TEXT = "Pin6613Zq"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,12 @@ import zeep
 
 from app import request_log
 from app.request_log import mask_number
-from tests.conftest import UNICODE_TEXT
-from tests.fakes.mobsms import FakeMobsms
-from tests.test_gunicorn import Gunicorn
+from tests.harness.bridge import UNICODE_TEXT
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.gunicorn import Gunicorn, log_lines
 
 KEY = "mobsms-key-1"
 SECRET_TEXT = "the code is 482913, tell nobody"
-
-
-def log_lines(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith('{"time"')]
 
 
 def run_bridge(fake_mobsms: FakeMobsms, tmp_path: Path, **env: str) -> Gunicorn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 
 import pytest
@@ -11,10 +10,11 @@ from flask import Flask
 from werkzeug.datastructures import MultiDict
 
 from app.fronts.dialect import RESULT_FIELDS
-from tests.conftest import GOOD_KEY
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.bridge import GOOD_KEY
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.net import closed_port_url
 
 TO = "+32470000001"
 
@@ -23,14 +23,6 @@ def result_of(response) -> dict:
     """Return `result` from a dialect answer, checking it is JSON (never HTML)."""
     assert response.content_type.startswith("application/json"), response.get_data(as_text=True)[:200]
     return response.get_json()["result"]
-
-
-def closed_port_url() -> str:
-    """Return a URL on 127.0.0.1 where nothing listens: connections are refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 # --- success, each way of calling, each backend ---------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import requests
 import zeep
 from flask import Flask
 from lxml import etree
@@ -15,9 +14,10 @@ from suds.client import WebFault
 
 from app.fronts.dialect import RESULT_FIELDS
 from app.fronts.soap import WSDL_FILE, build_soap_app, envelope_root
-from tests.conftest import GOOD_KEY, UNICODE_TEXT, LiveBridge
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.bridge import GOOD_KEY, UNICODE_TEXT, LiveBridge
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.soap import envelope, fault_of
 
 TO = "+32470000001"
 WSDL_NS = {
@@ -25,30 +25,6 @@ WSDL_NS = {
     "soap": "http://schemas.xmlsoap.org/wsdl/soap/",
     "xs": "http://www.w3.org/2001/XMLSchema",
 }
-ENVELOPE = (
-    '<?xml version="1.0" encoding="{encoding}"?>'
-    '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
-    '<SOAP-ENV:Body><sendSms xmlns="{ns}"><recipients>{to}</recipients><message>{message}</message>'
-    "<apikey>{key}</apikey></sendSms></SOAP-ENV:Body></SOAP-ENV:Envelope>"
-)
-
-
-def envelope(
-    message: str = "Hi", key: str = "k", ns: str = "urn:smsbridge:sendsms", encoding: str = "UTF-8"
-) -> str:
-    return ENVELOPE.format(encoding=encoding, ns=ns, to=TO, message=message, key=key)
-
-
-def fault_of(response: requests.Response | object) -> tuple[str, str]:
-    """Return (faultcode, faultstring) of a SOAP 1.1 fault answer, checking it is one."""
-    status = getattr(response, "status_code", None)
-    body = response.content if hasattr(response, "content") else response.get_data()
-    assert status == 500
-    assert b"<html" not in body.lower()
-    root = etree.fromstring(body)
-    fault = root.find(".//{http://schemas.xmlsoap.org/soap/envelope/}Fault")
-    assert fault is not None, body
-    return fault.findtext("faultcode"), fault.findtext("faultstring")
 
 
 def delivered_text(

@@ -1,6 +1,6 @@
 """SOAP interop with real PHP clients: nusoap (the vendor's documented snippet) and PHP's SoapClient.
 
-Each test runs `php tests/php/<client>_send.php WSDL_URL` against a bridge served over HTTP on
+Each test runs `php tests/harness/php/<client>_send.php WSDL_URL` against a bridge served over HTTP on
 127.0.0.1, for each backend, and checks both what the PHP program got back and what reached the
 (fake) upstream. The arguments travel as JSON on stdin, so that the message's bytes are exactly
 UTF-8. Debian's nusoap 0.9.5 only has PHP 4 constructors, which PHP 8 ignores: the tests load a copy
@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from tests.conftest import GOOD_KEY, UNICODE_TEXT, LiveBridge
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Received, Reply
-from tests.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.bridge import GOOD_KEY, UNICODE_TEXT, LiveBridge
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Received, Reply
+from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
 
-PHP_DIR = Path(__file__).resolve().parent / "php"
+PHP_DIR = Path(__file__).resolve().parent / "harness" / "php"
 NUSOAP_SOURCE = Path("/usr/share/php/nusoap/nusoap.php")
 CLIENTS = ("nusoap", "soapclient")
 
@@ -196,7 +196,7 @@ def assert_fault(answer: dict, code: str, string: str) -> None:
 
 
 def vendor_id(received: Received) -> str:
-    """The id the fake vendor gives for a request (as tests/fakes/smsmobileapi.py computes it)."""
+    """The id the fake vendor gives for a request (as tests/harness/fakes/smsmobileapi.py computes it)."""
     return hashlib.sha1(received.body + repr(received.query).encode()).hexdigest()  # noqa: S324
 
 

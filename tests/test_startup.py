@@ -21,7 +21,7 @@ from app.sqlite_db import LOCK_FILE, ThreadConnections, UnusableDatabase, prepar
 from app.store import StateStore
 from app.webhooks import DATABASE as WEBHOOKS
 from app.webhooks import EventStore
-from tests.test_gunicorn import ROOT, Gunicorn
+from tests.harness.gunicorn import ROOT, Gunicorn
 
 #: the files every worker opens as it loads the app
 DATABASE_FILES = ("state.sqlite3", "webhooks.sqlite3", "sandbox.sqlite3")

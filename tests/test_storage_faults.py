@@ -27,11 +27,11 @@ import requests
 from flask import Flask
 
 from app.access import hash_key
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.server import Received, Reply
-from tests.test_gunicorn import Gunicorn
-from tests.test_soap import envelope, fault_of
-from tests.test_webhooks import TOKEN_SECRET, gunicorn_source_url
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.server import Received, Reply
+from tests.harness.gunicorn import Gunicorn
+from tests.harness.soap import envelope, fault_of
+from tests.harness.webhooks import TOKEN_SECRET, gunicorn_source_url
 
 KEY = "mobsms-key-1"
 TO = "+32470000001"

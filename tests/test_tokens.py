@@ -23,10 +23,10 @@ from app.access import hash_key
 from app.config import ConfigError
 from app.tokens import TokenSigner
 from app.webhook_sources import source_urls
-from tests.test_access import KEY_A, KEY_S, write_clients
-from tests.test_gunicorn import GUNICORN, ROOT, free_port, gunicorn_env
-from tests.test_oauth import CLIENTS, assert_token_refused, bearer, send_with, token_for
-from tests.test_rate_limits import served_by, start_bridge
+from tests.harness.clients import KEY_A, KEY_S, write_clients
+from tests.harness.gunicorn import GUNICORN, ROOT, gunicorn_env, served_by, start_bridge
+from tests.harness.net import free_port
+from tests.harness.oauth import CLIENTS, assert_token_refused, bearer, send_with, token_for
 
 SECRET_A = "secret-A-0123456789abcdef0123456789"
 SECRET_B = "secret-B-0123456789abcdef0123456789"
@@ -50,7 +50,7 @@ def clients_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def managed(make_app: Callable[..., Flask], clients_path: Path) -> Callable[..., Flask]:
-    """Build a managed bridge (the clients of tests/test_oauth.py) with `token_secret` and overrides."""
+    """Build a managed bridge (the clients of tests/harness/oauth.py) with `token_secret` and overrides."""
 
     def build(token_secret: str | None = None, **overrides: object) -> Flask:
         if token_secret is not None:

@@ -34,11 +34,11 @@ from app.config import ConfigError, Settings
 from app.errors import BackendConnectionLost, BackendTimeout, BackendUnreachable
 from app.upstream import UpstreamHttp
 from app.webhooks import Deliverer, EventStore, Target, UnsafeTarget, _refuse_private
-from tests.conftest import GOOD_KEY
-from tests.fakes.forward_proxy import ForwardProxy
-from tests.fakes.mobsms import FakeMobsms
-from tests.fakes.raw_http import AnswerFn, RawUpstream, answer_with, trickle
-from tests.fakes.server import Received, Reply
+from tests.harness.bridge import GOOD_KEY
+from tests.harness.fakes.forward_proxy import ForwardProxy
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.raw_http import AnswerFn, RawUpstream, answer_with, trickle
+from tests.harness.fakes.server import Received, Reply
 
 TO = "+32470000001"
 

@@ -8,13 +8,12 @@ must get no connection at all, not merely no request.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,15 @@ from typing import Any
 import pytest
 
 import app.webhooks
-import tests.test_webhooks
 from app.access import hash_key, parse_clients_file
 from app.config import ConfigError, Settings
 from app.errors import BackendTlsFailure
 from app.upstream import UpstreamHttp
 from app.webhooks import Deliverer, EventStore, Target, UnsafeTarget, _refuse_private
-from tests.conftest import LiveBridge
-from tests.fakes.listener import Listener
-from tests.fakes.mobsms import FakeMobsms
-from tests.test_webhooks import (
+from tests.harness.bridge import LiveBridge
+from tests.harness.fakes.listener import Listener
+from tests.harness.fakes.mobsms import FakeMobsms
+from tests.harness.webhooks import (
     RECEIVED_AT,
     SECRET,
     SENDER,
@@ -42,11 +40,6 @@ from tests.test_webhooks import (
     urls_of,
     wait_for,
 )
-
-# The bridge served from a thread, its receivers and fast retries: test_webhooks' fixtures.
-serve = tests.test_webhooks.serve
-receivers = tests.test_webhooks.receivers
-fast_retries = tests.test_webhooks.fast_retries
 
 #: a port nothing listens on: the forms below are refused before any port matters
 PORT = 9
@@ -122,17 +115,6 @@ def test_plain_targets_are_accepted_as_the_client_reads_them(url: str, tmp_path:
     endpoint = app.webhooks.parse_target(url)
     assert endpoint.scheme in ("http", "https")
     assert endpoint.host == endpoint.host.lower()
-
-
-@pytest.fixture
-def loopback_listeners() -> Iterator[list[Listener]]:
-    """A listener on 127.0.0.1, and one on [::1] where the machine has IPv6 loopback."""
-    made = [Listener("127.0.0.1")]
-    with contextlib.suppress(OSError):  # no IPv6 loopback here
-        made.append(Listener("::1", made[0].port))
-    yield made
-    for listener in made:
-        listener.close()
 
 
 def test_a_differential_target_is_refused_at_delivery_and_no_listener_gets_a_connection(

@@ -18,268 +18,58 @@ import hmac
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 
 import app.webhooks
 from app.access import hash_key
 from app.tokens import TokenSigner
-from app.webhook_sources import register_mobsms, source_urls
+from app.webhook_sources import register_mobsms
 from app.webhooks import API_VERSION, EventStore
-from tests.conftest import UNICODE_TEXT, LiveBridge
-from tests.fakes.mobsms import DEFAULT_KEY, FakeMobsms, iso
-from tests.fakes.server import FakeUpstream, Received, Reply
-from tests.test_gunicorn import ROOT, Gunicorn
-from tests.test_rate_limits import RedisServer, ready_workers, served_by, start_bridge
-
-T = TypeVar("T")
-
-SECRET = "whsec-client-shared-secret-0001"
-VENDOR_SECRET = "whsec-vendor-shared-secret-0002"
-TOKEN_SECRET = "token-secret-for-webhook-tests-0123456789"
-ENVELOPE_KEYS = {"id", "type", "api_version", "created_at", "occurred_at", "data"}
-#: the headers every V2 webhook carries (lower-cased, as the fakes record them)
-V2_HEADERS = (
-    "x-smsmobileapi-event",
-    "x-smsmobileapi-event-id",
-    "x-smsmobileapi-timestamp",
-    "x-smsmobileapi-signature",
-    "idempotency-key",
+from tests.harness.bridge import UNICODE_TEXT, LiveBridge
+from tests.harness.fakes.mobsms import DEFAULT_KEY, FakeMobsms, iso
+from tests.harness.gunicorn import ROOT, Gunicorn, ready_workers, served_by, start_bridge
+from tests.harness.net import port_of, stop_quickly
+from tests.harness.redis import RedisServer
+from tests.harness.webhooks import (
+    RECEIVED_AT,
+    SECRET,
+    SENDER,
+    TOKEN_SECRET,
+    Endless,
+    Redirecting,
+    V1Receiver,
+    V2Receiver,
+    data_dir_of,
+    event_in,
+    events_in,
+    gunicorn_source_url,
+    mobsms_post,
+    signature_problem,
+    urls_of,
+    wait_for,
 )
+
+VENDOR_SECRET = "whsec-vendor-shared-secret-0002"
+ENVELOPE_KEYS = {"id", "type", "api_version", "created_at", "occurred_at", "data"}
 V1_KEYS = {"date", "hour", "time_received", "message", "number", "guid"}
 ISO_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-SENDER = "+32470000009"
-RECEIVED_AT = "2026-11-23T10:14:50.000000Z"
-
-
-# --- receivers --------------------------------------------------------------------------------------------
-
-
-class Receiver(FakeUpstream):
-    """A client's webhook receiver: answers the first `failing` requests 503, then as `accept` says.
-
-    `log` keeps (arrival time, request, status answered) for every request.
-    """
-
-    #: False to answer `Connection: close`, so that a closed port is closed even to a pooled connection
-    keep_alive = True
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.failing = 0
-        self.delay = delay
-        self.log: list[tuple[float, Received, int]] = []
-        #: TCP connections accepted, whether or not a request came on them
-        self.connections = 0
-        self._guard = threading.Lock()
-        super().__init__()
-        receiver = self
-
-        class Counting(self.server.RequestHandlerClass):
-            def setup(self) -> None:
-                with receiver._guard:
-                    receiver.connections += 1
-                super().setup()
-
-        self.server.RequestHandlerClass = Counting
-
-    def handle(self, received: Received) -> Reply:
-        arrived = time.monotonic()
-        time.sleep(self.delay)
-        with self._guard:
-            if self.failing > 0:
-                self.failing -= 1
-                reply = Reply.json(503, {"error": "down for maintenance"})
-            else:
-                reply = self.accept(received)
-            self.log.append((arrived, received, reply.status))
-        if not self.keep_alive:
-            reply.headers["Connection"] = "close"
-        return reply
-
-    def accept(self, received: Received) -> Reply:
-        return Reply.json(200, {"ok": True})
-
-    def statuses(self) -> list[int]:
-        with self._guard:
-            return [status for _, _, status in self.log]
-
-    def close_port(self) -> None:
-        """Stop listening, at once: connecting to the receiver is refused from now on."""
-        server = self.server
-        stop_quickly(server.shutdown, port_of(self.url))
-        server.server_close()
-
-    def reopen_port(self, host: str = "127.0.0.1") -> None:
-        """Listen again on the same port (on another loopback address with `host`)."""
-        port = port_of(self.url)
-        self.server = ThreadingHTTPServer((host, port), self.server.RequestHandlerClass)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-
-class V1Receiver(Receiver):
-    """The vendor's PHP example: a JSON payload is logged and answered 200, anything else 400."""
-
-    def accept(self, received: Received) -> Reply:
-        try:
-            payload = json.loads(received.body)
-        except ValueError:
-            payload = None
-        if payload:
-            return Reply(200, b"Webhook received successfully.", "text/html; charset=UTF-8")
-        return Reply(400, b"Invalid payload.", "text/html; charset=UTF-8")
-
-    def payloads(self) -> list[dict]:
-        with self._guard:
-            return [json.loads(r.body) for _, r, status in self.log if status == 200]
-
-
-def signature_problem(secret: str, headers: dict[str, str], body: bytes) -> str | None:
-    """Verify a V2 webhook as the vendor's example receivers do; return why it is refused, or None."""
-    timestamp = headers.get("x-smsmobileapi-timestamp", "")
-    signature = headers.get("x-smsmobileapi-signature", "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
-        return "stale or missing timestamp"
-    expected = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    if not signature.startswith("v1=") or not hmac.compare_digest(signature[3:], expected):
-        return "bad signature"
-    return None
-
-
-class V2Receiver(Receiver):
-    """A receiver written from the vendor's V2 examples: verify, drop repeats (200), accept (202)."""
-
-    def __init__(self, secret: str, delay: float = 0.0) -> None:
-        self.secret = secret
-        #: (headers, envelope) of every event accepted, in order
-        self.events: list[tuple[dict[str, str], dict]] = []
-        self.duplicates = 0
-        super().__init__(delay)
-
-    def accept(self, received: Received) -> Reply:
-        missing = [name for name in V2_HEADERS if not received.headers.get(name)]
-        if missing:
-            return Reply.json(400, {"error": f"missing {', '.join(missing)}"})
-        problem = signature_problem(self.secret, received.headers, received.body)
-        if problem:
-            return Reply.json(401, {"error": problem})
-        envelope = json.loads(received.body)
-        if any(seen["id"] == envelope["id"] for _, seen in self.events):
-            self.duplicates += 1
-            return Reply.json(200, {"duplicate": True})
-        self.events.append((received.headers, envelope))
-        return Reply.json(202, {"accepted": True})
-
-    def envelopes(self) -> list[dict]:
-        with self._guard:
-            return [envelope for _, envelope in self.events]
-
-    def ids_accepted(self) -> Counter[str]:
-        return Counter(envelope["id"] for envelope in self.envelopes())
-
-    def ids_received(self) -> Counter[str]:
-        """Every request's event id, whatever it was answered: how often each event was posted."""
-        with self._guard:
-            return Counter(r.headers.get("x-smsmobileapi-event-id", "") for _, r, _ in self.log)
-
-
-class Redirecting(Receiver):
-    """Answers every webhook 302 to another URL."""
-
-    def __init__(self, location: str) -> None:
-        self.location = location
-        super().__init__()
-
-    def accept(self, received: Received) -> Reply:
-        return Reply(302, b"", "text/html", headers={"Location": self.location})
-
-
-class Endless(Receiver):
-    """Accepts every webhook with 202 and a 1 GiB answer, streamed until the client hangs up.
-
-    `sent` counts the bytes of answer that went out before that.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent = 0
-        receiver = self
-
-        class Streaming(self.server.RequestHandlerClass):
-            def _answer(self, reply: Reply, body: bytes | None = None) -> None:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(1 << 30))
-                self.end_headers()
-                chunk = b"x" * (1 << 16)
-                try:
-                    for _ in range(1 << 14):
-                        self.wfile.write(chunk)
-                        receiver.sent += len(chunk)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-        self.server.RequestHandlerClass = Streaming
-
-    def accept(self, received: Received) -> Reply:
-        return Reply(202, b"", "text/plain")
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 5.0) -> T:
-    """Return check()'s first truthy value, polling until `timeout`; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def events_in(data_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every stored event by id, read straight from the bridge's SQLite file."""
-    path = data_dir / "webhooks.sqlite3"
-    if not path.exists():
-        return {}
-    with closing(sqlite3.connect(path, timeout=5)) as db:
-        db.row_factory = sqlite3.Row
-        return {row["id"]: dict(row) for row in db.execute("SELECT * FROM webhook_events")}
-
-
-def event_in(data_dir: Path, event_id: str) -> dict[str, Any]:
-    return events_in(data_dir)[event_id]
-
-
-def data_dir_of(bridge: LiveBridge) -> Path:
-    return bridge.app.extensions["smsbridge"].settings.data_dir
-
-
-def urls_of(bridge: LiveBridge, client: str = "default") -> dict[str, str]:
-    return source_urls(bridge.app.extensions["smsbridge"], client)
 
 
 def mobsms_message(fake_mobsms: FakeMobsms, message: dict) -> dict:
@@ -291,17 +81,6 @@ def mobsms_message(fake_mobsms: FakeMobsms, message: dict) -> dict:
     )
     assert answer.status_code == 200
     return answer.json()["data"]
-
-
-def mobsms_post(url: str, event: str, data: dict) -> requests.Response:
-    """Post to the bridge as mobsms's webhooks and callback_url do: {"event", "data", "timestamp"}."""
-    body = {"event": event, "data": data, "timestamp": iso(None)}
-    return requests.post(
-        url,
-        data=json.dumps(body, ensure_ascii=False).encode(),
-        headers={"Content-Type": "application/json", "Connection": "close"},
-        timeout=10,
-    )
 
 
 def signed(envelope: dict, secret: str, timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
@@ -353,77 +132,8 @@ def check_v2_headers(headers: dict[str, str], envelope: dict) -> None:
     assert ISO_SECONDS.match(envelope["occurred_at"]), envelope
 
 
-def stop_quickly(stop: Callable[[], None], port: int) -> None:
-    """Run a server's `stop` while poking its port, so its serve loop notices now, not at its 0.5 s poll."""
-    stopping = threading.Thread(target=stop)
-    stopping.start()
-    while stopping.is_alive():
-        with suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        stopping.join(0.02)
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
-
-
-def park(flask_app: Flask) -> None:
-    """Make a finished test's deliverer thread idle, so it never posts to a later test's receiver."""
-    flask_app.extensions["smsbridge"].deliverer._dispatch = lambda: 0
-
-
 def label(text: str) -> str:
     return TokenSigner(TOKEN_SECRET.encode(), 3600).label(text)
-
-
-def gunicorn_source_url(bridge: Gunicorn, source: str = "mobsms", client: str = "default") -> str:
-    """The source URL a bridge served by gunicorn with TOKEN_SECRET gives out."""
-    state = SimpleNamespace(
-        settings=SimpleNamespace(public_url=bridge.url), tokens=TokenSigner(TOKEN_SECRET.encode(), 3600)
-    )
-    return source_urls(state, client)[source]
-
-
-# --- fixtures ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """First retry after 0.05-0.15 s instead of 1-3 s."""
-    monkeypatch.setattr(app.webhooks, "FIRST_RETRY_SECONDS", 0.1)
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Any]]:
-    """Make receivers, stopped at the end of the test."""
-    made: list[Receiver] = []
-
-    def make(kind: type[Receiver], *args: Any, **kwargs: Any) -> Any:
-        receiver = kind(*args, **kwargs)
-        made.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in made:
-        stop_quickly(receiver.stop, port_of(receiver.url))
-
-
-@pytest.fixture
-def serve(make_app: Callable[..., Flask]) -> Iterator[Callable[..., LiveBridge]]:
-    """Serve bridges over HTTP on 127.0.0.1 (loopback receivers allowed unless overridden)."""
-    bridges: list[LiveBridge] = []
-
-    def start(backend: str = "mobsms", **overrides: Any) -> LiveBridge:
-        settings = {"webhook_allow_private": True, "token_secret": TOKEN_SECRET, **overrides}
-        bridge = LiveBridge(lambda url: make_app(backend, public_url=url, **settings))
-        bridge.app.extensions["smsbridge"].deliverer.poll = 0.05
-        bridges.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in bridges:
-        stop_quickly(bridge.stop, port_of(bridge.url))
-        park(bridge.app)
 
 
 # --- 1, 2: mobsms's events reach v1 and v2 receivers -----------------------------------------------------
@@ -1245,7 +955,8 @@ def test_a_rotated_secret_signs_the_pending_events_and_event_rows_hold_no_target
     wait_for(receiver.envelopes, "the pending event, signed with the new secret", timeout=10)
     assert [e["id"] for e in receiver.envelopes()] == [event_id]
     assert 401 not in receiver.statuses(), receiver.statuses()
-    assert event_in(data_dir_of(bridge), event_id)["status"] == "delivered"
+    # The deliverer records the outcome after the receiver has answered: wait for it, don't race it.
+    wait_for(lambda: event_in(data_dir_of(bridge), event_id)["status"] == "delivered", "recorded", 5)
 
 
 def test_the_pending_events_of_a_client_whose_target_was_removed_go_dead_saying_why(

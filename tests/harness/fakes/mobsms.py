@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from tests.fakes.server import FakeUpstream, Received, Reply
+from tests.harness.fakes.server import FakeUpstream, Received, Reply
 
 DEFAULT_KEY = "mobsms-key-1"
 VALID_KEYS = {DEFAULT_KEY}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tests.fakes.server import FakeUpstream, Received, Reply
+from tests.harness.fakes.server import FakeUpstream, Received, Reply
 
 VALID_KEYS = {"vendor-key-1", "vendor-token-1"}
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.fakes.mobsms import FakeMobsms
+from tests.harness.fakes.mobsms import FakeMobsms
 
 AUTH = {"Authorization": "Bearer mobsms-key-1", "Accept": "application/json"}
 
