@@ -300,3 +300,14 @@ def test_a_refusal_with_200_reaches_a_rest_caller_unchanged_and_a_soap_caller_as
     answer = client.post("/sendsms/soap/", data=envelope(key="vendor-key-1"), content_type="text/xml")
     assert answer.status_code == 200
     assert b"<tns:sent>1</tns:sent>" in answer.get_data()
+
+
+def test_json_nesting_is_refused_past_the_same_depth_on_every_python() -> None:
+    """3.11's parser fails on deep nesting, 3.12 and later read it: the bridge's own limit decides."""
+    from app.fronts.dialect import MAX_JSON_DEPTH, parse_json
+
+    assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    assert parse_json('{"a": ' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH) is not None
+    for deep in ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), "[" * 5000 + "]" * 5000):
+        with pytest.raises(ValueError, match="nested"):
+            parse_json(deep)

@@ -43,16 +43,30 @@ def check_key(secret: str) -> str:
     return secret
 
 
-def parse_json(data: bytes | str) -> object:
-    """Parse a JSON document; raise ValueError for one that is not JSON, or nested too deep to read.
+#: the deepest nesting of arrays and objects a JSON body may have: the dialect's bodies are flat objects
+MAX_JSON_DEPTH = 32
 
-    Python's parser recurses once per array or object: `[[[[...` 5,000 deep raises RecursionError,
-    which is no ValueError and would end the request as the bridge's own failure.
+
+def parse_json(data: bytes | str) -> object:
+    """Parse a JSON document; raise ValueError for one that is not JSON, or nested past MAX_JSON_DEPTH.
+
+    The same rule on every Python: 3.11's parser raises RecursionError (no ValueError) on `[[[[...` 5,000
+    deep, while 3.12 and later read it; either way such a body is refused by name.
     """
     try:
-        return json.loads(data)
+        document = json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deep") from None
+    pending: list[tuple[dict[str, object] | list[object], int]] = (
+        [(document, 1)] if isinstance(document, (dict, list)) else []
+    )
+    while pending:  # the arrays and objects still to look into, each with its depth
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested over {MAX_JSON_DEPTH} deep")
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return document
 
 
 def header_value(name: str, value: str) -> str:
