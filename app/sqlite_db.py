@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from app.errors import StorageUnavailable
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -355,6 +357,19 @@ class ThreadConnections:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, _MOST_PAUSE)
+
+    def run_or_unavailable(self, work: Callable[[sqlite3.Connection], T], *, store: str, undone: str) -> T:
+        """Return `run(work)`; a database still locked after the wait, or a full disk, is StorageUnavailable.
+
+        The answer's note says which `store` failed, what went wrong (no path, no data) and what was
+        therefore `undone` ("nothing was sent or changed"), so that the caller knows to try again.
+        """
+        try:
+            return self.run(work)
+        except sqlite3.OperationalError as error:
+            what = trouble(error, self.path.parent)
+            note = f"{store} cannot be used now: {what}; {undone}; try again in a moment"
+            raise StorageUnavailable(note) from error
 
     def close(self) -> None:
         """Close this thread's connection."""

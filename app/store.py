@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from app.errors import StorageUnavailable
-from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
+from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections
 
 T = TypeVar("T")
 
@@ -71,7 +70,6 @@ class StateStore:
     """Small per-account facts kept by the bridge itself."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
         self._connections = ThreadConnections(
             data_dir / DATABASE.file_name, DATABASE.migrations, busy_slice=BUSY_SLICE
         )
@@ -210,11 +208,6 @@ class StateStore:
         self._connections.close()
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return self._connections.run(work)
-        except sqlite3.OperationalError as error:
-            what = trouble(error, self._data_dir)
-            raise StorageUnavailable(
-                f"smsbridge cannot use its state store now: {what}; nothing was sent or changed; "
-                "try again in a moment"
-            ) from error
+        return self._connections.run_or_unavailable(
+            work, store="smsbridge's state store", undone="nothing was sent or changed"
+        )

@@ -264,14 +264,9 @@ class EventStore:
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Return `work(db)`, waiting for a lock cooperatively; raise StorageUnavailable when it cannot be."""
-        try:
-            return self._connections.run(work)
-        except sqlite3.OperationalError as error:
-            what = trouble(error, self.data_dir)
-            raise StorageUnavailable(
-                f"smsbridge cannot use its webhook event store now: {what}; nothing was stored or changed; "
-                "try again in a moment"
-            ) from error
+        return self._connections.run_or_unavailable(
+            work, store="smsbridge's webhook event store", undone="nothing was stored or changed"
+        )
 
 
 def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] | None:

@@ -27,12 +27,11 @@ from app.errors import (
     InvalidParameter,
     NoDeviceAvailable,
     NotResendable,
-    StorageUnavailable,
     SyncRequired,
     UnknownDevice,
     UnknownMessage,
 )
-from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
+from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections
 from app.vocabulary import (
     Credential,
     Device,
@@ -526,14 +525,9 @@ class SandboxBackend(Backend):
         A database still locked then, or a full data disk, is StorageUnavailable: for the sandbox, its
         database is the upstream, so nothing was sent.
         """
-        try:
-            return self._db.run(work)
-        except sqlite3.OperationalError as error:
-            what = trouble(error, self.settings.data_dir)
-            raise StorageUnavailable(
-                f"the smsbridge sandbox cannot use its database now: {what}; nothing was sent or changed; "
-                "try again in a moment"
-            ) from error
+        return self._db.run_or_unavailable(
+            work, store="the smsbridge sandbox's database", undone="nothing was sent or changed"
+        )
 
     def sent(self, secret: str) -> list[sqlite3.Row]:
         """Return every row the sandbox accepted for the key `secret`, oldest first (for tests)."""
