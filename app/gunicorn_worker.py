@@ -85,7 +85,8 @@ class DialectGeventWorker(GeventWorker):
     """gunicorn's gevent worker whose own refusals are answered in the dialect (see the module)."""
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
-        if not isinstance(exc, _REFUSALS):
+        # _NOT_REFUSALS first: gunicorn's own base classes (ParseException, InvalidHeader) are refusals too.
+        if isinstance(exc, _NOT_REFUSALS) or not isinstance(exc, _REFUSALS):
             super().handle_error(req, client, addr, exc)
             return
         peer, kind = (addr[0] if addr else ""), type(exc).__name__

@@ -99,13 +99,20 @@ class Idempotency:
         if held is None:
             return self._first(scope, send)
         if held["fingerprint"] != digest:
-            raise IdempotencyKeyReused(
-                f"this {HEADER} was used before with other parameters: use a new key for a new message"
-            )
+            raise _key_reused()
         waited_until = time.monotonic() + min(hold, REPEAT_WAIT)
         while not held["done"] and not self._holder_gone(held) and time.monotonic() < waited_until:
             time.sleep(POLL_SECONDS)
-            held = self.store.idempotent(scope) or held
+            current = self.store.idempotent(scope)
+            if current is None:
+                # The first request sent nothing and gave the key up: this one may send, if it claims first.
+                held = self.store.claim(scope, digest, self.ttl, hold)
+                if held is None:
+                    return self._first(scope, send)
+                if held["fingerprint"] != digest:
+                    raise _key_reused()
+            else:
+                held = current
         if held["done"]:
             return self._replay(held)
         if self._holder_gone(held):
@@ -161,3 +168,9 @@ class Idempotency:
                 response.status_code,
             )
         return response
+
+
+def _key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"this {HEADER} was used before with other parameters: use a new key for a new message"
+    )

@@ -205,3 +205,42 @@ def test_expired_keys_are_swept_by_an_index_and_reclaimed_at_once(tmp_path: Path
         assert store.claim("scope-1", "digest-c", ttl=86400, hold=11)["fingerprint"] == "digest-b"
     finally:
         store.close()
+
+
+def test_a_repeat_whose_first_request_gave_the_key_up_sends_itself(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    """The first request sent nothing (no phone) while a repeat waited: the repeat sends, once."""
+    app = make_app("mobsms")
+    state = app.extensions["smsbridge"]
+    state.idempotency.wait = state.idempotency.failover_wait = 2.0  # the holder's deadline: 2 s
+    backend = state.backend
+    send = backend.send
+    calls: list[float] = []
+
+    def first_sends_nothing_then_the_phone_is_back(request: object) -> object:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(0.5)
+            fake_mobsms.no_device = True
+            try:
+                return send(request)
+            finally:
+                fake_mobsms.no_device = False
+        return send(request)
+
+    backend.send = first_sends_nothing_then_the_phone_is_back
+    answers: dict[str, dict] = {}
+
+    def post(name: str) -> None:
+        answer = app.test_client().post("/sendsms/", data=SEND, headers={"Idempotency-Key": "k-given-up"})
+        answers[name] = answer.get_json()["result"]
+
+    first = threading.Thread(target=post, args=("first",))
+    first.start()
+    time.sleep(0.1)
+    post("repeat")  # waits on the first, which gives the key up at 0.5 s, long before its 2 s deadline
+    first.join()
+    assert answers["first"]["error_code"] == "no_device_available"
+    assert answers["repeat"]["sent"] == "1", answers["repeat"]
+    assert len(fake_mobsms.queued) == 1 and len(calls) == 2
