@@ -135,6 +135,13 @@ CLAIM_SQL = (
 )
 
 
+_DELIVERED = (
+    "UPDATE webhook_events SET status = 'delivered', delivered_at = ?, lease_until = 0, last_error = ''"
+    " WHERE id = ?"
+)
+_DELIVERED_ON_ATTEMPT = _DELIVERED + " AND attempts = ? AND status = 'pending'"
+
+
 class EventStore:
     """The events waiting, delivered and dead."""
 
@@ -189,16 +196,19 @@ class EventStore:
             )
         )
 
-    def delivered(self, event_id: str, now: float | None = None) -> None:
-        """Record a delivery."""
+    def delivered(self, event_id: str, now: float | None = None, *, attempt: int | None = None) -> None:
+        """Record a delivery; with `attempt`, only if the event is still on that attempt and pending.
+
+        The fence: an outcome recorded late (the store was down past the lease) must not end a newer
+        attempt another deliverer has claimed since.
+        """
         when = time.time() if now is None else now
-        self._run(
-            lambda db: db.execute(
-                "UPDATE webhook_events SET status = 'delivered', delivered_at = ?, lease_until = 0,"
-                " last_error = '' WHERE id = ?",
-                (when, event_id),
-            )
-        )
+        args: tuple[object, ...]
+        if attempt is None:
+            sql, args = _DELIVERED, (when, event_id)
+        else:
+            sql, args = _DELIVERED_ON_ATTEMPT, (when, event_id, attempt)
+        self._run(lambda db: db.execute(sql, args))
 
     def failed(self, event: sqlite3.Row, error: str, retry_window: float) -> None:
         """Record a failed attempt: retry later with backoff and jitter, or give up after the window."""
@@ -206,11 +216,12 @@ class EventStore:
         wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
         wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
         dead = now + wait - event["created_at"] > retry_window
-        args = ("dead" if dead else "pending", now + wait, error[:300], event["id"])
+        args = ("dead" if dead else "pending", now + wait, error[:300], event["id"], event["attempts"])
+        # Fenced by the attempt: a late outcome never ends a newer attempt, nor undoes a delivery.
         self._run(
             lambda db: db.execute(
                 "UPDATE webhook_events SET status = ?, next_attempt_at = ?, lease_until = 0, last_error = ?"
-                " WHERE id = ?",
+                " WHERE id = ? AND attempts = ? AND status = 'pending'",
                 args,
             )
         )
@@ -589,7 +600,7 @@ class Deliverer:
     def _record(self, outcome: _Outcome) -> None:
         event = outcome.event
         if outcome.status == "delivered":
-            self.store.delivered(event["id"])
+            self.store.delivered(event["id"], attempt=event["attempts"])
             log.info("webhook %s %s delivered (attempt %d)", event["id"], event["type"], event["attempts"])
             return
         # Recorded first: an outcome the store could not take yet is recorded again later, counted once.

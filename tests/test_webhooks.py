@@ -1172,3 +1172,25 @@ def test_dead_events_are_kept_until_the_operator_purges_them(tmp_path: Path) -> 
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout == "1 dead events purged\n"
     assert events_in(data_dir) == {}
+
+
+def test_an_outcome_recorded_after_its_lease_never_ends_a_newer_attempt(tmp_path: Path) -> None:
+    """A deliverer whose lease ran out (its store was down) records late: the newer claim stands."""
+    store = EventStore(tmp_path)
+    try:
+        event_id = store.add("acme", "sms.sent", {"guid": "g1"})
+        old = store.claim()
+        assert old is not None and old["attempts"] == 1
+        newer = store.claim(now=time.time() + 10_000)  # the first lease expired: another deliverer claims
+        assert newer is not None and newer["id"] == event_id and newer["attempts"] == 2
+        store.failed(old, "HTTP 503", retry_window=0.0)  # would make it dead
+        store.delivered(event_id, attempt=old["attempts"])  # would end the newer attempt
+        row = events_in(tmp_path)[event_id]
+        assert (row["status"], row["attempts"]) == ("pending", 2), row
+        assert row["lease_until"] > time.time(), row  # still the newer deliverer's
+        store.delivered(event_id, attempt=newer["attempts"])
+        assert events_in(tmp_path)[event_id]["status"] == "delivered"
+        store.failed(newer, "HTTP 503", retry_window=0.0)  # late, after the delivery: undoes nothing
+        assert events_in(tmp_path)[event_id]["status"] == "delivered"
+    finally:
+        store.close()
