@@ -22,6 +22,7 @@ lets the error go: the caller answers "database is locked, nothing was sent" rat
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -83,7 +84,12 @@ def disk_trouble(data_dir: Path) -> str | None:
         else:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, PROBE_BYTES)
+                try:
+                    os.posix_fallocate(fd, 0, PROBE_BYTES)
+                except OSError as error:
+                    if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    os.write(fd, bytes(PROBE_BYTES))  # a file system without fallocate: write zeros
             finally:
                 os.close(fd)
                 os.unlink(probe)

@@ -8,9 +8,9 @@ become the bridge's own errors, split by whether anything can have reached the u
 Why urllib3 and not requests on the send path: the bridge makes one upstream call per SMS. CPU per
 call, 5,000 POSTs in a tight loop to a local server (2026-11-30, 2 cores): `requests.Session`
 (trust_env off) about 430 us, this client about 230 us (urllib3's bare pool 175 us of it), the former
-hand-written client about 95 us. requests serves where its API is worth more than those 200 us: the
-webhook deliverer posts through `UpstreamHttp.session()`, a requests.Session whose adapter
-(`BridgeAdapter`) runs on these same pools, so every guarantee below holds there too.
+hand-written client about 95 us. `UpstreamHttp.session()` gives requests' API on these same pools
+(`BridgeAdapter`), for a caller whose API is worth more than those 200 us; the webhook deliverer now
+posts through `request(connect_to=...)`, to the address it checked.
 
 What this module adds on top of urllib3, each for a reason named where it is done:
 

@@ -281,8 +281,10 @@ def test_a_non_ascii_webhook_key_is_the_dialects_403(key: str, clean_log: Bridge
     [
         {"X-SMSMobileAPI-Timestamp": "now", "X-SMSMobileAPI-Signature": "v1=\xe9"},
         {"X-SMSMobileAPI-Timestamp": "\u0661\u0667", "X-SMSMobileAPI-Signature": "v1=00"},
+        # int() refuses a string of over 4,300 digits (ValueError): it was a 500
+        {"X-SMSMobileAPI-Timestamp": "9" * 5000, "X-SMSMobileAPI-Signature": "v1=00"},
     ],
-    ids=["latin1-signature", "arabic-digits-timestamp"],
+    ids=["latin1-signature", "arabic-digits-timestamp", "5000-digit-timestamp"],
 )
 def test_a_signed_vendor_webhook_with_odd_header_bytes_is_the_dialects_403(
     headers: dict[str, str], fake_vendor: FakeSmsMobileApi, tmp_path: Path

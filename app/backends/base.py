@@ -4,7 +4,8 @@ A backend says what it can do in two ways. Its class attributes name the capabil
 before it calls anything: `passes_through` (calls are forwarded as made, `forward`), `receives_webhooks`
 (its upstream posts events to /webhooks/<name>/<client>, `verify_webhook` and `webhook_event`) and
 `simulates` (a tester makes events happen, the sandbox console). Its methods do the work; every one but
-`send` has a default that refuses with UnsupportedByBackend, naming the backend and the call.
+`send` and `verify_webhook` has a default that refuses with UnsupportedByBackend, naming the backend and
+the call (`verify_webhook`'s default checks nothing: a backend whose upstream signs its posts overrides it).
 
 This module imports no setting at import time (`Settings` is a type only): app/config.py reads the
 registry's names (app/backends/__init__.py), which imports this module.

@@ -7,6 +7,7 @@ app/webhook_sources.py serves the URL they are posted to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from urllib.parse import quote
@@ -189,7 +190,9 @@ class MobsmsBackend(Backend):
             return ResendReceipt(attempt=attempt, message_id=new_id)
         finally:
             if not keep_claim:
-                self.store.release_resend(credential.account, guid)
+                # Never in place of the error being raised: a claim left behind only waits out its hold.
+                with contextlib.suppress(StorageUnavailable):
+                    self.store.release_resend(credential.account, guid)
 
     def delete_sent(self, credential: Credential, guids: list[str]) -> int:
         """Delete each message with `DELETE /api/sms/{id}`; count those mobsms deleted."""

@@ -468,11 +468,14 @@ class SandboxBackend(Backend):
         now = int(time.time())
 
         def resend(db: sqlite3.Connection) -> int:
-            db.execute(
+            # Still failed when it is resent: of two resends at once, one resends and one is refused.
+            resent = db.execute(
                 "UPDATE sent_sms SET status = 'sent', sent_at = ?, error_api = '', error_mobile = '',"
-                " attempts = attempts + 1 WHERE account = ? AND guid = ?",
+                " attempts = attempts + 1 WHERE account = ? AND guid = ? AND status = 'failed'",
                 (now, account, guid),
-            )
+            ).rowcount
+            if not resent:
+                raise NotResendable(f"the {what} {guid} is being resent already; it is not resent again")
             [attempts] = db.execute(
                 "SELECT attempts FROM sent_sms WHERE account = ? AND guid = ?", (account, guid)
             ).fetchone()

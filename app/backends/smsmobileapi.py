@@ -282,6 +282,7 @@ class SmsMobileApiBackend(Backend):
         fresh = (
             timestamp.isascii()
             and timestamp.isdigit()
+            and len(timestamp) <= 12  # int() refuses over 4,300 digits: a 500; a Unix time has 10
             and abs(time.time() - int(timestamp)) <= MAX_SKEW_SECONDS
         )
         # As bytes: compare_digest refuses str with a character past ASCII (a header's Latin-1 byte).
