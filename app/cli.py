@@ -24,23 +24,34 @@ The whole reference: docs/cli.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import re
 import secrets
+import sqlite3
 import stat
 import sys
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import click
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import Array, Table
+from tomlkit.container import OutOfOrderTableProxy
+from tomlkit.items import AbstractTable, Array, InlineTable
+
+if TYPE_CHECKING:
+    from app.access import Access
+    from app.backends import Backend
+    from app.config import Settings
+    from app.runtime import Runtime
+    from app.tokens import TokenSigner
+    from app.webhooks import EventStore
 
 #: the repository: gunicorn.conf.py and wsgi.py sit beside the app package
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +212,7 @@ def clients_add(
             raise CliError(
                 f"{path}: client {name} exists: `smsbridge clients rotate {name}` gives it a new key"
             )
-        entry = tomlkit.table()
+        entry = tomlkit.inline_table() if isinstance(table, InlineTable) else tomlkit.table()
         entry["key_sha256"] = _array([_digest(key)])
         entry["backend"] = backend
         if upstream_key_env is not None:
@@ -227,14 +238,13 @@ def clients_rotate(path: Path | None, name: str) -> None:
     key = new_key()
     with editing(path) as document:
         entry = _client(document, path, name)
-        hashes = _hashes_of(entry)
-        old = [h[:SHOWN_HASH] for h in hashes]
+        hashes = _hashes_of(entry, path, name)
         entry["key_sha256"] = _array([*hashes, _digest(key)])
-    _print_key_once(
-        f"client {name} has a new key; its old ones work until revoked "
-        f"(smsbridge clients revoke {name} --hash {old[0]})",
-        key,
-    )
+    said = f"client {name} has a new key"
+    if hashes:  # a client left with no key (key_sha256 = []) has none to revoke
+        oldest = hashes[0][:SHOWN_HASH]
+        said += f"; its old ones work until revoked (smsbridge clients revoke {name} --hash {oldest})"
+    _print_key_once(said, key)
 
 
 @clients.command("revoke")
@@ -253,14 +263,18 @@ def clients_revoke(path: Path | None, name: str, prefix: str | None, everything:
         entry = _client(document, path, name)
         if everything:
             del table[name]
-            count = len(_hashes_of(entry))
-            said = f"client {name} removed, with its {count} key{'s' if count != 1 else ''}"
+            try:
+                count = len(_hashes_of(entry, path, name))
+            except CliError:  # a client whose keys are malformed can still be removed
+                said = f"client {name} removed"
+            else:
+                said = f"client {name} removed, with its {count} key{'s' if count != 1 else ''}"
         else:
             assert prefix is not None
             prefix = prefix.lower()
             if len(prefix) < SHORTEST_PREFIX or not all(c in "0123456789abcdef" for c in prefix):
                 raise CliError(f"--hash {prefix!r}: expected at least {SHORTEST_PREFIX} hex digits")
-            hashes = _hashes_of(entry)
+            hashes = _hashes_of(entry, path, name)
             matching = [h for h in hashes if h.startswith(prefix)]
             if len(matching) != 1:
                 found = "no key" if not matching else f"{len(matching)} keys"
@@ -329,25 +343,34 @@ def _array(values: list[str]) -> Array:
     return array
 
 
-def _clients_table(document: tomlkit.TOMLDocument, path: Path, *, create: bool = False) -> Table:
+def _clients_table(
+    document: tomlkit.TOMLDocument, path: Path, *, create: bool = False
+) -> AbstractTable | OutOfOrderTableProxy:
     if "clients" not in document and create:
         document["clients"] = tomlkit.table(is_super_table=True)
     table = document.get("clients")
-    if not isinstance(table, Table):
+    # A [clients] table, an inline one (clients = {shop = {...}}), or one whose clients are spread over
+    # the file (clients.b = {...} then [clients.c]: tomlkit's proxy), as TOML allows.
+    if not isinstance(table, AbstractTable | OutOfOrderTableProxy):
         raise CliError(f"{path}: [clients] must be a table of [clients.NAME] tables")
     return table
 
 
-def _client(document: tomlkit.TOMLDocument, path: Path, name: str) -> Table:
+def _client(document: tomlkit.TOMLDocument, path: Path, name: str) -> AbstractTable:
     entry = _clients_table(document, path).get(name) if "clients" in document else None
-    if not isinstance(entry, Table):
+    if not isinstance(entry, AbstractTable):
         raise CliError(f"{path}: there is no client {name} (smsbridge clients list shows them)")
     return entry
 
 
-def _hashes_of(entry: Table) -> list[str]:
+def _hashes_of(entry: AbstractTable, path: Path, name: str) -> list[str]:
+    """Return the client's key hashes, lower case; CliError unless key_sha256 is a string or list of them."""
     hashes = entry.get("key_sha256", [])
-    return [str(h).lower() for h in ([hashes] if isinstance(hashes, str) else hashes)]
+    if isinstance(hashes, str):
+        hashes = [hashes]
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise CliError(f"{path}: [clients.{name}] key_sha256 must be one or more SHA-256 hex digests")
+    return [str(h).lower() for h in hashes]
 
 
 def _read(path: Path) -> bytes:
@@ -448,14 +471,32 @@ def webhooks() -> None:
     """Dead webhook events, and the URLs upstreams post events to."""
 
 
-def _event_store() -> Any:
+def _settings() -> Settings:
     from app.config import ConfigError, Settings
-    from app.webhooks import EventStore
 
     try:
-        return EventStore(Settings.from_env().data_dir)
+        return Settings.from_env()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _event_store() -> Iterator[EventStore]:
+    """Yield the webhook event store, closed after; every failure to open or use it said in one line."""
+    from app.webhooks import EventStore
+
+    data_dir = _settings().data_dir
+    with _storage_said():
+        try:
+            store = EventStore(data_dir)
+        except OSError as exc:
+            raise CliError(
+                f"the webhook event store in {data_dir} cannot be opened ({exc.strerror})"
+            ) from None
+        except sqlite3.Error as exc:
+            raise CliError(f"the webhook event store in {data_dir} cannot be opened ({exc})") from None
+        with contextlib.closing(store):
+            yield store
 
 
 @contextlib.contextmanager
@@ -471,8 +512,7 @@ def _storage_said() -> Iterator[None]:
 @webhooks.command("dead")
 def webhooks_dead() -> None:
     """List dead events: id, type, client, attempts, last error."""
-    store = _event_store()
-    with _storage_said(), contextlib.closing(store):
+    with _event_store() as store:
         for event in store.dead():
             click.echo(
                 f"{event['id']} {event['type']} {event['client']} {event['attempts']} {event['last_error']}"
@@ -483,8 +523,7 @@ def webhooks_dead() -> None:
 @click.argument("event_id")
 def webhooks_replay(event_id: str) -> None:
     """Deliver dead event EVENT_ID again (same id); exit 1 if there is no such dead event."""
-    store = _event_store()
-    with _storage_said(), contextlib.closing(store):
+    with _event_store() as store:
         replayed = store.replay(event_id)
     if not replayed:
         raise CliError(f"no dead event {event_id}")
@@ -493,19 +532,78 @@ def webhooks_replay(event_id: str) -> None:
 @webhooks.command("purge-dead")
 def webhooks_purge_dead() -> None:
     """Delete every dead event."""
-    store = _event_store()
-    with _storage_said(), contextlib.closing(store):
+    with _event_store() as store:
         click.echo(f"{store.purge_dead()} dead events purged")
 
 
-def _runtime() -> Any:
-    from app import create_app
+class _Sources:
+    """What `webhooks urls` and `register-mobsms` use of a bridge, made here without a Runtime.
+
+    A Runtime would start the webhook deliverer in this short-lived process (claiming events that then
+    wait for their lease, or reach the client twice), prepare every database, and need every client's
+    variables: these two commands need the settings and the token signer, and register-mobsms the
+    clients (Access) and the mobsms backend.
+    """
+
+    def __init__(self, settings: Settings, tokens: TokenSigner) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self._backends: dict[str, Backend] = {}
+        self.access: Access | None = None
+
+    def backend_for(self, name: str) -> Backend:
+        from app.backends import build_backend
+
+        if name not in self._backends:
+            self._backends[name] = build_backend(dataclasses.replace(self.settings, backend=name))
+        return self._backends[name]
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+
+    def as_runtime(self) -> Runtime:
+        """This, typed as what app.webhook_sources takes (it reads only the attributes above)."""
+        return cast("Runtime", self)
+
+
+@contextlib.contextmanager
+def _sources(settings: Settings) -> Iterator[_Sources]:
+    """Yield the settings and the token signer (making the generated secret, as the bridge would)."""
     from app.config import ConfigError
+    from app.sqlite_db import preparing
+    from app.tokens import TokenSigner, prepare_secret
 
     try:
-        return create_app().extensions["smsbridge"]
+        if settings.token_secret is None:
+            with preparing(settings.data_dir):  # the lock app.startup takes to make it
+                prepare_secret(None, settings.data_dir)
+        tokens = TokenSigner.from_settings(settings.token_secrets, settings.data_dir, settings.token_ttl)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"the data directory {settings.data_dir} cannot be used ({exc.strerror})") from None
+    sources = _Sources(settings, tokens)
+    try:
+        yield sources
+    finally:
+        sources.close()
+
+
+def _check_client_exists(settings: Settings, client: str) -> None:
+    """CliError unless the bridge has `client`: a name in the clients file, or `default` without one."""
+    if not settings.clients_file:
+        if client != "default":
+            raise CliError(f"there is no client {client}: in passthrough mode the one client is default")
+        return
+    path = Path(settings.clients_file)
+    try:
+        document = tomllib.loads(_read(path).decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"{path} is not valid TOML: {exc}") from None
+    table = document.get("clients", {})
+    if not isinstance(table, dict) or not isinstance(table.get(client), dict):
+        raise CliError(f"{path}: there is no client {client} (smsbridge clients list shows them)")
 
 
 @webhooks.command("urls")
@@ -514,23 +612,29 @@ def webhooks_urls(client: str) -> None:
     """Print the URLs upstreams post CLIENT's events to (`default` in passthrough mode)."""
     from app.webhook_sources import source_urls
 
-    for source, url in source_urls(_runtime(), client).items():
-        click.echo(f"{source}: {url}")
+    settings = _settings()
+    _check_client_exists(settings, client)
+    with _sources(settings) as sources:
+        for source, url in source_urls(sources.as_runtime(), client).items():
+            click.echo(f"{source}: {url}")
 
 
 @webhooks.command("register-mobsms")
 @click.argument("client")
 def webhooks_register_mobsms(client: str) -> None:
     """Point mobsms's webhooks for managed CLIENT's mobsms key at the bridge (PUT /api/webhooks)."""
+    from app.access import Access
     from app.errors import BridgeError
     from app.webhook_sources import register_mobsms
 
-    try:
-        click.echo(register_mobsms(_runtime(), client))
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    except BridgeError as exc:
-        raise CliError(f"mobsms: {exc.note}") from None
+    with _sources(_settings()) as sources:
+        try:
+            sources.access = Access(sources.settings, sources.backend_for, sources.tokens)
+            click.echo(register_mobsms(sources.as_runtime(), client))
+        except ValueError as exc:  # ConfigError (an invalid clients file) is one
+            raise CliError(str(exc)) from None
+        except BridgeError as exc:
+            raise CliError(f"mobsms: {exc.note}") from None
 
 
 # --- sandbox --------------------------------------------------------------------------------------

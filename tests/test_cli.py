@@ -9,7 +9,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -19,9 +21,12 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
+from app.backends import webhook_source_names
 from app.cli import cli
+from app.tokens import TokenSigner
 from app.webhooks import EventStore
 from tests.harness.bridge import LiveBridge
+from tests.harness.fakes.mobsms import DEFAULT_KEY, FakeMobsms
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the console script pyproject.toml declares, as installed beside this Python
@@ -40,6 +45,7 @@ backend = "sandbox"
 rate_limit = "600/minute"
 """
 SHOP_KEY = "the-shop-key-that-the-test-knows-already-0001"
+SOURCES = webhook_source_names()
 
 
 def digest(key: str) -> str:
@@ -233,6 +239,51 @@ def test_a_variable_named_need_not_be_set_where_the_cli_runs(clients_file: Path)
     assert rotated.exit_code == 0
 
 
+def test_rotate_and_revoke_check_key_sha256(clients_file: Path) -> None:
+    text = clients_file.read_text()
+    # Files a bridge would refuse: rotate makes the first loadable; the second's edits are refused.
+    clients_file.write_text(text + '\n[clients.none]\nkey_sha256 = []\nbackend = "sandbox"\n')
+    rotated = clients(clients_file, "rotate", "none")
+    assert rotated.exit_code == 0, rotated.output
+    key = rotated.stdout.strip()
+    assert digest(key) in clients_file.read_text()
+    assert "revoke" not in rotated.stderr
+
+    clients_file.write_text(text + '\n[clients.odd]\nkey_sha256 = 5\nbackend = "sandbox"\n')
+    before = clients_file.read_text()
+    said = "key_sha256 must be one or more SHA-256 hex digests"
+    assert said in one_line_error(clients(clients_file, "rotate", "odd"))
+    assert said in one_line_error(clients(clients_file, "revoke", "odd", "--hash", "abcdef"))
+    assert clients_file.read_text() == before
+    removed = clients(clients_file, "revoke", "odd", "--all")
+    assert removed.exit_code == 0 and "client odd removed" in removed.stderr
+    assert clients_file.read_text() == text
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        '[clients]\nb = {{key_sha256 = ["{h}"], backend = "sandbox"}}\n',
+        'clients.b = {{key_sha256 = ["{h}"], backend = "sandbox"}}\n',
+        'clients = {{b = {{key_sha256 = ["{h}"], backend = "sandbox"}}}}\n',
+    ],
+)
+def test_inline_tables_are_clients_too(tmp_path: Path, layout: str) -> None:
+    path = tmp_path / "clients.toml"
+    path.write_text(layout.format(h=digest("b-key")))
+    rotated = clients(path, "rotate", "b")
+    assert rotated.exit_code == 0, rotated.output
+    new = digest(rotated.stdout.strip())
+    assert clients(path, "revoke", "b", "--hash", digest("b-key")[:8]).exit_code == 0
+    added = clients(path, "add", "c", "--backend", "sandbox")
+    assert added.exit_code == 0, added.output
+    document = tomllib.loads(path.read_text())["clients"]
+    assert document["b"]["key_sha256"] == [new]
+    assert document["c"]["key_sha256"] == [digest(added.stdout.strip())]
+    assert clients(path, "revoke", "c", "--all").exit_code == 0
+    assert set(tomllib.loads(path.read_text())["clients"]) == {"b"}
+
+
 # --- webhooks -------------------------------------------------------------------------------------
 
 
@@ -286,6 +337,71 @@ def test_python_m_app_cli_is_the_cli_where_no_script_is_installed(tmp_path: Path
     )
     assert python_m("app.cli", "webhooks", "purge-dead").stdout == "0 dead events purged\n"
     assert python_m("app.cli", "webhooks", "nonsense").returncode == 2
+
+
+def test_urls_and_register_mobsms_make_no_runtime(tmp_path: Path, fake_mobsms: FakeMobsms) -> None:
+    """No deliverer here (an event left pending stays so), no variable of another client needed, no log."""
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        f'[clients.acme]\nkey_sha256 = "{digest("acme-key")}"\nbackend = "mobsms"\n'
+        f'upstream_key = "{DEFAULT_KEY}"\n'
+        f'[clients.other]\nkey_sha256 = "{digest("other")}"\nbackend = "mobsms"\n'
+        'upstream_key_env = "CLI_TEST_VARIABLE_NOT_SET"\n'
+    )
+    data_dir = tmp_path / "data"
+    with closing(EventStore(data_dir)) as store:
+        store.add("acme", "sms.received", {"guid": "g1"})
+    env = {
+        "SMSBRIDGE_DATA_DIR": str(data_dir),
+        "SMSBRIDGE_CLIENTS_FILE": str(path),
+        "SMSBRIDGE_MOBSMS_URL": fake_mobsms.url,
+    }
+
+    def deliverers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "webhook-deliverer"}
+
+    before = deliverers()
+
+    urls = run("webhooks", "urls", "acme", env=env)
+    # register-mobsms reads the clients as the bridge does (Access): every variable they name is set.
+    registered = run("webhooks", "register-mobsms", "acme", env={**env, "CLI_TEST_VARIABLE_NOT_SET": "k"})
+
+    assert (urls.exit_code, urls.stderr) == (0, ""), urls.output
+    tokens = TokenSigner.from_settings([], data_dir, 3600)
+    expected = {
+        s: f"http://localhost:8080/webhooks/{s}/acme?key={tokens.label(f'{s}:acme')}" for s in SOURCES
+    }
+    assert urls.stdout == "".join(f"{s}: {u}\n" for s, u in expected.items())
+    assert registered.exit_code == 0, registered.output
+    assert registered.stdout == f"{ {'status': 200, 'url': expected['mobsms']} }\n"
+    assert fake_mobsms.webhooks == {
+        "webhook_url_incoming": expected["mobsms"],
+        "webhook_url_status": expected["mobsms"],
+    }
+    assert deliverers() == before, "the CLI started a webhook deliverer"
+    with closing(EventStore(data_dir)) as store:
+        assert store.counts() == {"pending": 1}
+        claimed = store.claim()
+        assert claimed is not None and claimed["attempts"] == 1, "the CLI claimed the event"
+
+
+def test_urls_refuses_a_client_the_bridge_does_not_have(tmp_path: Path, clients_file: Path) -> None:
+    managed = {"SMSBRIDGE_DATA_DIR": str(tmp_path), "SMSBRIDGE_CLIENTS_FILE": str(clients_file)}
+    assert run("webhooks", "urls", "shop", env=managed).exit_code == 0
+    assert one_line_error(run("webhooks", "urls", "nobody", env=managed)) == (
+        f"smsbridge: {clients_file}: there is no client nobody (smsbridge clients list shows them)"
+    )
+    assert "there is no client shop" in one_line_error(
+        run("webhooks", "urls", "shop", env={"SMSBRIDGE_DATA_DIR": str(tmp_path)})
+    )
+
+
+def test_an_unusable_data_directory_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    env = {"SMSBRIDGE_DATA_DIR": str(tmp_path / "a-file" / "data")}
+    for args in (["dead"], ["replay", str(uuid.uuid4())], ["purge-dead"]):
+        said = one_line_error(run("webhooks", *args, env=env))
+        assert said.startswith("smsbridge: the webhook event store in "), said
 
 
 # --- sandbox --------------------------------------------------------------------------------------
