@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from app.backends import backend_class, webhook_source_names
 from app.errors import CredentialRefused, InvalidParameter
@@ -50,8 +50,14 @@ def signed_source() -> tuple[str, str] | None:
     """Return (source, client) of the source URL this request was posted to, if the bridge gave it out.
 
     The limiter counts a source's posts under the pair (one count per source and client), and the view
-    refuses any other URL.
+    refuses any other URL: checked once per request (an HMAC and a client lookup), for both.
     """
+    if "signed_source" not in g:
+        g.signed_source = _signed_source()
+    return g.signed_source
+
+
+def _signed_source() -> tuple[str, str] | None:
     args = request.view_args or {}
     source, client = str(args.get("source", "")), str(args.get("client", ""))
     tag = request.args.get("key", "")
