@@ -244,3 +244,25 @@ def test_a_repeat_whose_first_request_gave_the_key_up_sends_itself(
     assert answers["first"]["error_code"] == "no_device_available"
     assert answers["repeat"]["sent"] == "1", answers["repeat"]
     assert len(fake_mobsms.queued) == 1 and len(calls) == 2
+
+
+def test_a_keyed_soap_send_resolves_its_caller_once(
+    make_app: Callable[..., Flask], fake_mobsms: FakeMobsms
+) -> None:
+    """The caller resolved before the claim (for its hold) is the one sendSms uses: not resolved again."""
+    app = make_app("mobsms")
+    access = app.extensions["smsbridge"].access
+    resolve = access.resolve
+    resolved: list[object] = []
+
+    def counted(credential: object) -> object:
+        resolved.append(credential)
+        return resolve(credential)
+
+    access.resolve = counted
+    answer = app.test_client().post(
+        "/sendsms/soap/", data=envelope(key="mobsms-key-1"), content_type="text/xml",
+        headers={"Idempotency-Key": "soap-once"},
+    )  # fmt: skip
+    assert answer.status_code == 200 and len(fake_mobsms.received) == 1
+    assert len(resolved) == 1, resolved

@@ -102,9 +102,11 @@ class SendSmsService(ServiceBase):
         """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
         g.soap_operation = "sendSms"
         try:
-            caller = runtime().access.resolve(
-                Credential(check_key(require("apikey", apikey)), CredentialSource.SOAP)
-            )
+            key = check_key(require("apikey", apikey))
+            if "principal" in g and g.get("principal_key") == key:
+                caller = g.principal  # resolved for this key before the idempotency claim
+            else:
+                caller = runtime().access.resolve(Credential(key, CredentialSource.SOAP))
             g.principal = caller
             send = SendRequest(
                 credential=caller.upstream,
@@ -220,7 +222,9 @@ def _resolve_caller(apikey: str | None) -> None:
     if apikey is None or "principal" in g:
         return
     with contextlib.suppress(BridgeError):
-        g.principal = runtime().access.resolve(Credential(check_key(apikey), CredentialSource.SOAP))
+        key = check_key(apikey)
+        g.principal = runtime().access.resolve(Credential(key, CredentialSource.SOAP))
+        g.principal_key = key  # sendSms reuses the caller resolved for this very key
 
 
 @dataclass(frozen=True)
