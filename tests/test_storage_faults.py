@@ -138,18 +138,23 @@ def test_a_locked_database_neither_freezes_the_worker_nor_hangs_the_send(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 6 MiB tmpfs, unmounted afterwards. Root only, as the suite runs: failing to mount is an error."""
+    """A 6 MiB tmpfs owned by this user, unmounted afterwards; failing to mount is an error, not a skip.
+
+    As root (CI) mount runs as it is; another user runs the suite with sudo, as scripts/test installs.
+    """
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
+    as_root = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    owner = f"uid={os.getuid()},gid={os.getgid()}"
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mount_point)],
+        [*as_root, "mount", "-t", "tmpfs", "-o", f"size=6m,mode=0700,{owner}", "tmpfs", str(mount_point)],
         check=True,
         capture_output=True,
     )
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)
+        subprocess.run([*as_root, "umount", "-l", str(mount_point)], check=True, capture_output=True)
 
 
 def fill(disk: Path) -> Path:
