@@ -9,19 +9,12 @@ from typing import Any
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from app import (
-    health,
-    metrics,
-    oauth,
-    rate_limits,
-    request_log,
-    runtime,
-    sandbox_console,
-    startup,
-    webhook_sources,
-)
+from app import startup
 from app.config import Settings
-from app.fronts import rest, rest_endpoints, soap
+from app.fronts import health, metrics, rate_limits, request_log, sandbox_console, webhook_sources
+from app.fronts.smsmobileapi import endpoints as rest_endpoints
+from app.fronts.smsmobileapi import oauth, rest, soap
+from app.service.bridge import init_app as init_runtime
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -33,7 +26,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, as Flask() makes it
     app.json.sort_keys = False
-    state = runtime.init_app(app, settings)
+    state = init_runtime(app, settings)
     rest.register_error_handlers(app)
     app.register_blueprint(rest.bp)
     soap.init_app(app, settings.public_url)
@@ -46,6 +39,10 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     if any(b.simulates for b in state.backends):
         sandbox_console.init_app(app)
     request_log.init_app(app, settings.trusted_proxies)
+    # Imported here: urllib3 must not be imported in gunicorn's master (which imports this package).
+    from app import upstream
+
+    upstream.on_call(request_log.note_upstream)  # upstream calls are told to whoever listens
     metrics.init_app(app)
     rate_limits.init_app(app, settings, per_client=state.access.managed)
     return app

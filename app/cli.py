@@ -46,12 +46,12 @@ from tomlkit.container import OutOfOrderTableProxy
 from tomlkit.items import AbstractTable, Array, InlineTable
 
 if TYPE_CHECKING:
-    from app.access import Access
+    from app.access.resolution import Access
+    from app.access.tokens import TokenSigner
     from app.backends import Backend
     from app.config import Settings
-    from app.runtime import Runtime
-    from app.tokens import TokenSigner
-    from app.webhooks import EventStore
+    from app.service.bridge import Runtime
+    from app.state import Outbox
 
 #: the repository: gunicorn.conf.py and wsgi.py sit beside the app package
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,9 +117,9 @@ def check_config() -> None:
     Prints one line and exits 0 when a worker would start; else prints the reason in one line and
     exits 1. Nothing is written (the data directory is not made).
     """
-    from app.access import parse_clients_file
+    from app.access.resolution import parse_clients_file
+    from app.access.tokens import SECRET_FILE, stored_secret
     from app.config import ConfigError, Settings, env_name
-    from app.tokens import SECRET_FILE, stored_secret
 
     try:
         settings = Settings.from_env()
@@ -410,7 +410,7 @@ def editing(path: Path, *, create: bool = False) -> Iterator[tomlkit.TOMLDocumen
 
 def _check_loads(text: str, path: Path) -> None:
     """Raise CliError unless the bridge would load `text` (variables it names need not be set here)."""
-    from app.access import parse_clients_file
+    from app.access.resolution import parse_clients_file
     from app.config import ConfigError
 
     named: set[str] = set()
@@ -481,14 +481,15 @@ def _settings() -> Settings:
 
 
 @contextlib.contextmanager
-def _event_store() -> Iterator[EventStore]:
+def _event_store() -> Iterator[Outbox]:
     """Yield the webhook event store, closed after; every failure to open or use it said in one line."""
-    from app.webhooks import EventStore
+    from app.state import outbox
 
-    data_dir = _settings().data_dir
+    settings = _settings()
+    data_dir = settings.data_dir
     with _storage_said():
         try:
-            store = EventStore(data_dir)
+            store = outbox(settings)
         except OSError as exc:
             raise CliError(
                 f"the webhook event store in {data_dir} cannot be opened ({exc.strerror})"
@@ -563,16 +564,16 @@ class _Sources:
             backend.close()
 
     def as_runtime(self) -> Runtime:
-        """This, typed as what app.webhook_sources takes (it reads only the attributes above)."""
+        """This, typed as what app.fronts.webhook_sources takes (it reads only the attributes above)."""
         return cast("Runtime", self)
 
 
 @contextlib.contextmanager
 def _sources(settings: Settings) -> Iterator[_Sources]:
     """Yield the settings and the token signer (making the generated secret, as the bridge would)."""
+    from app.access.tokens import TokenSigner, prepare_secret
     from app.config import ConfigError
-    from app.sqlite_db import preparing
-    from app.tokens import TokenSigner, prepare_secret
+    from app.state.sqlite.db import preparing
 
     try:
         if settings.token_secret is None:
@@ -610,7 +611,7 @@ def _check_client_exists(settings: Settings, client: str) -> None:
 @click.argument("client")
 def webhooks_urls(client: str) -> None:
     """Print the URLs upstreams post CLIENT's events to (`default` in passthrough mode)."""
-    from app.webhook_sources import source_urls
+    from app.fronts.webhook_sources import source_urls
 
     settings = _settings()
     _check_client_exists(settings, client)
@@ -623,9 +624,9 @@ def webhooks_urls(client: str) -> None:
 @click.argument("client")
 def webhooks_register_mobsms(client: str) -> None:
     """Point mobsms's webhooks for managed CLIENT's mobsms key at the bridge (PUT /api/webhooks)."""
-    from app.access import Access
+    from app.access.resolution import Access
     from app.errors import BridgeError
-    from app.webhook_sources import register_mobsms
+    from app.fronts.webhook_sources import register_mobsms
 
     with _sources(_settings()) as sources:
         try:

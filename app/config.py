@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
-from app.backends import BACKEND_NAMES
 from app.phone import REGIONS
+from app.registry import BACKEND_NAMES
 from app.webhook_targets import check_target
 
 #: the shortest token secret accepted, configured or generated

@@ -146,6 +146,11 @@ class StorageUnavailable(BridgeError):
     fault_prefix = "Server"
     retry_after = 1
 
+    def __init__(self, note: str, *, trouble: str | None = None) -> None:
+        super().__init__(note)
+        #: what went wrong in a few words (no path, no data), for a log line; the note when not given
+        self.trouble = trouble or note
+
 
 class IdempotencyOutcomeUnknown(BridgeError):
     """The first request with the key stopped (its worker died) before its answer was kept.

@@ -22,7 +22,7 @@ from gunicorn.util import write_nonblock
 from gunicorn.workers.ggevent import GeventWorker
 
 from app.errors import CallerError, UriTooLong
-from app.fronts.dialect import error_result
+from app.fronts.smsmobileapi.dialect import error_result
 
 #: what gunicorn refuses before the app runs, and the status it answers (the rest: 400)
 _STATUS: dict[type[Exception], tuple[int, str]] = {

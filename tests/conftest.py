@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-import app.webhooks
+import app.state.sqlite.outbox
 from app import create_app
 from tests.harness.bridge import BACKENDS, LiveBridge
 from tests.harness.fakes.listener import Listener
@@ -123,7 +123,7 @@ def data_dir(app: Flask) -> Path:
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """First retry after 0.05-0.15 s instead of 1-3 s."""
-    monkeypatch.setattr(app.webhooks, "FIRST_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(app.state.sqlite.outbox, "FIRST_RETRY_SECONDS", 0.1)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-import app.access
-from app.access import hash_key
+import app.access.resolution
+from app.access.resolution import hash_key
 from app.config import ConfigError
 from tests.harness.clients import (
     KEY_A,
@@ -46,7 +46,7 @@ def clients_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def reload_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Look at the clients file on every request, not at most once a second."""
-    monkeypatch.setattr(app.access, "RELOAD_CHECK_SECONDS", 0)
+    monkeypatch.setattr(app.access.resolution, "RELOAD_CHECK_SECONDS", 0)
 
 
 def managed_app(
@@ -517,7 +517,7 @@ def test_the_file_is_looked_at_no_more_than_once_a_second(
     client = flask_app.test_client()
     assert send(client, KEY_S).status_code == 200  # the first call looks at the file
     now = [time.monotonic()]
-    monkeypatch.setattr(app.access, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(app.access.resolution, "time", SimpleNamespace(monotonic=lambda: now[0]))
     flask_app.extensions["smsbridge"].access._checked = now[0]
 
     write_clients(clients_path, {})
@@ -537,12 +537,12 @@ def test_an_invalid_file_on_reload_keeps_the_previous_clients_and_logs_why(
     client = managed_app(make_app, clients_path, {"shop-a": MOBSMS_CLIENT}).test_client()
     assert send(client, KEY_A).status_code == 200
 
-    caplog.set_level(logging.INFO, logger="app.access")
+    caplog.set_level(logging.INFO, logger="app.access.resolution")
     write_clients(clients_path, '[clients.shop-a]\nkey_sha256 = "not closed\n')
     assert send(client, KEY_A).status_code == 200
     assert send(client, "client-key-new").status_code == 403
 
-    errors = [r for r in caplog.records if r.name == "app.access" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "app.access.resolution" and r.levelno == logging.ERROR]
     assert errors
     message = errors[0].getMessage()
     assert message.startswith(f"clients file {clients_path} is invalid (")
@@ -562,7 +562,7 @@ def test_a_semantically_invalid_file_on_reload_keeps_the_previous_clients(
     make_app: Callable[..., Flask], clients_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = managed_app(make_app, clients_path, {"shop-s": SANDBOX_CLIENT}).test_client()
-    caplog.set_level(logging.INFO, logger="app.access")
+    caplog.set_level(logging.INFO, logger="app.access.resolution")
     # Valid TOML, but the new client has no upstream key: neither change is taken.
     new = {"key_sha256": [hash_key(KEY_A)], "backend": "mobsms"}
     write_clients(clients_path, {"shop-a": new})
@@ -580,7 +580,7 @@ def test_a_clients_file_that_disappears_keeps_the_previous_clients(
     make_app: Callable[..., Flask], clients_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = managed_app(make_app, clients_path, {"shop-s": SANDBOX_CLIENT}).test_client()
-    caplog.set_level(logging.INFO, logger="app.access")
+    caplog.set_level(logging.INFO, logger="app.access.resolution")
     clients_path.unlink()
     assert send(client, KEY_S).status_code == 200
     errors = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
@@ -738,8 +738,8 @@ def test_a_wrongly_typed_file_on_reload_keeps_the_previous_clients(
     make_app: Callable[..., Flask], clients_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = managed_app(make_app, clients_path, {"shop-s": SANDBOX_CLIENT}).test_client()
-    caplog.set_level(logging.INFO, logger="app.access")
+    caplog.set_level(logging.INFO, logger="app.access.resolution")
     write_clients(clients_path, '[clients.shop-s]\nkey_sha256 = 5\nbackend = "sandbox"\n')
     response = send(client, KEY_S)
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert any(r.levelno == logging.ERROR and r.name == "app.access" for r in caplog.records)
+    assert any(r.levelno == logging.ERROR and r.name == "app.access.resolution" for r in caplog.records)

@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
-import app.webhooks
+import app.webhooks.delivery
 from app.config import Settings
-from app.webhooks import Deliverer, EventStore, Target
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
+from app.webhooks.delivery import Deliverer, Target
 from tests.harness.fakes.forward_proxy import ForwardProxy
 from tests.harness.fakes.listener import Listener
 from tests.harness.fakes.server import Reply
@@ -153,13 +154,13 @@ class Redirector:
 
 @pytest.fixture
 def public_is_127_0_0_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = app.webhooks._refuse_private
+    real = app.webhooks.delivery._refuse_private
 
     def check(address: str, host: str | None = None) -> None:
         if address != PUBLIC:
             real(address, host)
 
-    monkeypatch.setattr(app.webhooks, "_refuse_private", check)
+    monkeypatch.setattr(app.webhooks.delivery, "_refuse_private", check)
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

@@ -13,8 +13,8 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.fronts.dialect import RESULT_FIELDS
-from app.webhook_sources import source_urls
+from app.fronts.smsmobileapi.dialect import RESULT_FIELDS
+from app.fronts.webhook_sources import source_urls
 from tests.harness.bridge import BACKENDS, GOOD_KEY
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.server import Reply
@@ -304,7 +304,7 @@ def test_a_refusal_with_200_reaches_a_rest_caller_unchanged_and_a_soap_caller_as
 
 def test_json_nesting_is_refused_past_the_same_depth_on_every_python() -> None:
     """3.11's parser fails on deep nesting, 3.12 and later read it: the bridge's own limit decides."""
-    from app.fronts.dialect import MAX_JSON_DEPTH, parse_json
+    from app.fronts.smsmobileapi.dialect import MAX_JSON_DEPTH, parse_json
 
     assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
     assert parse_json('{"a": ' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH) is not None

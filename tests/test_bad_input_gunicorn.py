@@ -20,7 +20,7 @@ import requests
 from flask import Flask
 from lxml import etree
 
-from app.webhook_sources import source_urls
+from app.fronts.webhook_sources import source_urls
 from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
 from tests.harness.gunicorn import Gunicorn
 from tests.harness.soap import envelope

@@ -21,10 +21,10 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
+from app.access.tokens import TokenSigner
 from app.backends import webhook_source_names
 from app.cli import cli
-from app.tokens import TokenSigner
-from app.webhooks import EventStore
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
 from tests.harness.bridge import LiveBridge
 from tests.harness.fakes.mobsms import DEFAULT_KEY, FakeMobsms
 

@@ -18,8 +18,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.fronts.dialect import RESULT_FIELDS
-from app.fronts.records import local, timearea, utc
+from app.fronts.smsmobileapi.dialect import RESULT_FIELDS
+from app.fronts.smsmobileapi.records import local, timearea, utc
 from tests import schemas
 from tests.harness.fakes.mobsms import FakeMobsms
 

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.fronts.records import local, utc
+from app.fronts.smsmobileapi.records import local, utc
 from tests import schemas
 
 KEY = {"apikey": "sandbox-key-1"}

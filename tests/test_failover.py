@@ -11,7 +11,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 from app.config import ConfigError, Settings
 from app.errors import BackendUnreachable
 from tests.harness.fakes.mobsms import FakeMobsms
@@ -159,7 +159,7 @@ def test_failover_hands_on_the_whole_send(make_app: Callable[..., Flask]) -> Non
     """Every field of the send reaches the failover backend, a field added later included."""
     import dataclasses
 
-    from app.delivery import CircuitBreaker, deliver
+    from app.service.delivery import CircuitBreaker, deliver
     from app.vocabulary import Credential, CredentialSource, SendOptions, SendRequest
 
     @dataclasses.dataclass(frozen=True)

@@ -188,7 +188,7 @@ def test_expired_keys_are_swept_by_an_index_and_reclaimed_at_once(tmp_path: Path
     import sqlite3
     from contextlib import closing
 
-    from app.store import StateStore
+    from app.state.sqlite.idempotency import SqliteIdempotency as StateStore
 
     store = StateStore(tmp_path)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 import zeep
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.gunicorn import served_by, start_bridge
 from tests.harness.redis import RedisServer

@@ -17,11 +17,11 @@ from itsdangerous import URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 from werkzeug.datastructures import MultiDict
 
-import app.access
-import app.tokens
-from app.access import hash_key
+import app.access.resolution
+import app.access.tokens
+from app.access.resolution import hash_key
+from app.access.tokens import TokenSigner
 from app.config import ConfigError
-from app.tokens import TokenSigner
 from tests.harness.clients import (
     KEY_A,
     KEY_B,
@@ -389,9 +389,9 @@ def test_a_token_is_refused_once_its_lifetime_has_passed(
     # The token's own timestamp (whole seconds, as itsdangerous signs it), not the clock's after it:
     # a second boundary between issuing and reading the clock would shift the test by a second.
     issued_at = bytes_to_int(base64_decode(token.rsplit(".", 2)[1]))
-    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3599.9))
+    monkeypatch.setattr(app.access.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3599.9))
     assert send_with(client, token).status_code == 200
-    monkeypatch.setattr(app.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3600))
+    monkeypatch.setattr(app.access.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3600))
     assert_token_refused(send_with(client, token))
     assert len(fake_mobsms.received) == 2
 
@@ -419,7 +419,7 @@ def test_the_signer_accepts_a_token_until_its_expiry() -> None:
 
 @pytest.fixture
 def reload_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app.access, "RELOAD_CHECK_SECONDS", 0)
+    monkeypatch.setattr(app.access.resolution, "RELOAD_CHECK_SECONDS", 0)
 
 
 @pytest.mark.usefixtures("reload_at_once")

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.datastructures import MultiDict
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.server import Reply
 from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi

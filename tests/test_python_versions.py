@@ -10,7 +10,7 @@ from pathlib import Path
 
 import six
 
-import app.fronts.soap  # noqa: F401  (the bridge's own import order, as gunicorn loads it)
+import app.fronts.smsmobileapi.soap  # noqa: F401  (the bridge's own import order, as gunicorn loads it)
 from app import spyne_compat
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,8 +42,8 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.test import TestResponse
 
-from app import limit_storages, rate_limits
 from app.config import ConfigError, Settings
+from app.state import limits as limit_storages
 from tests.harness.gunicorn import (
     GUNICORN,
     ROOT,
@@ -576,7 +576,7 @@ def test_a_storage_the_bridge_does_not_count_in_stops_the_start(
 
 
 def test_the_storage_schemes_are_the_bridges_own_not_ones_limits_ships(tmp_path: Path) -> None:
-    """`limits` alone knows neither sqlite:// nor fallback+*://; with app.limit_storages, they are ours."""
+    """`limits` alone knows neither sqlite:// nor fallback+*://; with app.state.limits, they are ours."""
     schemes = [*limit_storages.SqliteStorage.STORAGE_SCHEME, *limit_storages.FallbackStorage.STORAGE_SCHEME]
     probe = (
         "import sys, limits.storage, limits.aio.storage\n"
@@ -603,7 +603,8 @@ def test_local_windows_are_exact_and_start_again_when_they_end(
     """
     now = [1_000_000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
-    uri, options = rate_limits.storage_of(Settings(ratelimit_storage=storage, data_dir=tmp_path, workers=1))
+    settings = Settings(ratelimit_storage=storage, data_dir=tmp_path, workers=1)
+    uri, options = limit_storages.limiter_storage(settings)
     counts = storage_from_string(uri, **options)
     windows = FixedWindowRateLimiter(counts)
     [two] = parse_many("2/minute")
@@ -646,8 +647,8 @@ def test_a_dead_redis_costs_one_short_timeout_a_second_and_is_used_again_within_
     """
     counts = storage_from_string(
         "fallback+" + fresh_redis.url,
-        socket_connect_timeout=rate_limits.REDIS_TIMEOUT_SECONDS,
-        socket_timeout=rate_limits.REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=limit_storages.REDIS_TIMEOUT_SECONDS,
+        socket_timeout=limit_storages.REDIS_TIMEOUT_SECONDS,
     )
     windows = FixedWindowRateLimiter(counts)
     [five] = parse_many("5/minute")

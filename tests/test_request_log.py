@@ -8,8 +8,8 @@ import pytest
 import requests
 import zeep
 
-from app import request_log
-from app.request_log import mask_number
+from app.fronts import request_log
+from app.fronts.request_log import mask_number
 from tests.harness.bridge import UNICODE_TEXT
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.gunicorn import Gunicorn, log_lines

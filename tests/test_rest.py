@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from werkzeug.datastructures import MultiDict
 
-from app.fronts.dialect import RESULT_FIELDS
+from app.fronts.smsmobileapi.dialect import RESULT_FIELDS
 from tests.harness.bridge import GOOD_KEY
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.server import Reply

@@ -12,8 +12,8 @@ from spyne.interface.wsdl import Wsdl11
 from suds.client import Client as SudsClient
 from suds.client import WebFault
 
-from app.fronts.dialect import RESULT_FIELDS
-from app.fronts.soap import WSDL_FILE, build_soap_app, envelope_root
+from app.fronts.smsmobileapi.dialect import RESULT_FIELDS
+from app.fronts.smsmobileapi.soap import WSDL_FILE, build_soap_app, envelope_root
 from tests.harness.bridge import GOOD_KEY, UNICODE_TEXT, LiveBridge
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.sqlite_db import ThreadConnections
+from app.state.sqlite.db import ThreadConnections
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (x INTEGER);"
 

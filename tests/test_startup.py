@@ -17,10 +17,10 @@ import requests
 
 from app import startup
 from app.config import Settings
-from app.sqlite_db import LOCK_FILE, ThreadConnections, UnusableDatabase, prepare, preparing
-from app.store import StateStore
-from app.webhooks import DATABASE as WEBHOOKS
-from app.webhooks import EventStore
+from app.state.sqlite.db import LOCK_FILE, ThreadConnections, UnusableDatabase, prepare, preparing
+from app.state.sqlite.mobsms import SqliteMobsmsState as StateStore
+from app.state.sqlite.outbox import DATABASE as WEBHOOKS
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
 from tests.harness.gunicorn import ROOT, Gunicorn
 
 #: the files every worker opens as it loads the app
@@ -235,7 +235,7 @@ def test_preparing_waits_for_another_process_s_write_then_gives_up_with_a_clear_
 PREPARE_THINGS = """
 import sys
 from pathlib import Path
-from app.sqlite_db import prepare, preparing
+from app.state.sqlite.db import prepare, preparing
 data_dir = Path(sys.argv[1])
 print("ready", flush=True)
 with preparing(data_dir):

@@ -26,7 +26,7 @@ import pytest
 import requests
 from flask import Flask
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.server import Received, Reply
 from tests.harness.gunicorn import Gunicorn
@@ -231,7 +231,7 @@ def test_an_accepted_send_whose_answer_cannot_be_stored_still_reaches_its_caller
         sender.start()
         wait_for(lambda: len(sends(fake_mobsms)) == 1, 10, "sent")
         holder.execute("BEGIN EXCLUSIVE")  # taken while mobsms works: the answer cannot be kept
-        with caplog.at_level(logging.ERROR, logger="app.idempotency"):
+        with caplog.at_level(logging.ERROR, logger="app.service.idempotency"):
             sender.join(30)
         holder.execute("ROLLBACK")
     [answer] = answers

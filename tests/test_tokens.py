@@ -18,11 +18,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import Signer, URLSafeTimedSerializer
 
-import app.tokens
-from app.access import hash_key
+import app.access.tokens
+from app.access.resolution import hash_key
+from app.access.tokens import TokenSigner
 from app.config import ConfigError
-from app.tokens import TokenSigner
-from app.webhook_sources import source_urls
+from app.fronts.webhook_sources import source_urls
 from tests.harness.clients import KEY_A, KEY_S, write_clients
 from tests.harness.gunicorn import GUNICORN, ROOT, gunicorn_env, served_by, start_bridge
 from tests.harness.net import free_port
@@ -78,16 +78,16 @@ def post_source(client: FlaskClient, url: str) -> int:
 
 def test_the_generated_secret_is_made_whole_once_and_kept(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    app.tokens.prepare_secret(None, data)
+    app.access.tokens.prepare_secret(None, data)
     secret_file = data / "token-secret"
     made = secret_file.read_bytes()
     assert len(made) == 32
     assert secret_file.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in data.iterdir()) == ["token-secret"]  # no temporary file left
-    app.tokens.prepare_secret(None, data)
+    app.access.tokens.prepare_secret(None, data)
     assert secret_file.read_bytes() == made
     # A configured secret needs no file.
-    app.tokens.prepare_secret(SECRET_A, tmp_path / "configured")
+    app.access.tokens.prepare_secret(SECRET_A, tmp_path / "configured")
     assert not (tmp_path / "configured").exists()
 
 
@@ -101,7 +101,7 @@ def test_callers_making_the_secret_at_once_all_get_the_same_one(tmp_path: Path) 
         def make(data: Path = data, barrier: threading.Barrier = barrier, got: list = got) -> None:
             barrier.wait()
             try:
-                got.append(app.tokens.TokenSigner.from_settings([], data, 60).label("x").encode())
+                got.append(app.access.tokens.TokenSigner.from_settings([], data, 60).label("x").encode())
             except Exception as exc:  # reported below, with the others' results
                 got.append(exc)
 
@@ -283,7 +283,7 @@ def key_proof(key: bytes, key_hash: str) -> str:
 def test_a_token_signed_with_an_empty_key_is_refused(managed: Callable[..., Flask]) -> None:
     client = managed().test_client()  # the generated secret
     forged = itsdangerous_token(
-        b"", {"sub": "shop-s", "kh": key_proof(b"", hash_key(KEY_S))}, app.tokens.TOKEN_SALT
+        b"", {"sub": "shop-s", "kh": key_proof(b"", hash_key(KEY_S))}, app.access.tokens.TOKEN_SALT
     )
     assert_token_refused(send_with(client, forged))
     assert sandbox_send(client, token_for(client, "shop-s", KEY_S)) == 200
@@ -308,10 +308,12 @@ def test_a_token_with_an_empty_or_partial_key_claim_is_refused(managed: Callable
         {"sub": "shop-s", "kh": None},
     ]
     for claim in claims:
-        forged = itsdangerous_token(SECRET_A.encode(), claim, app.tokens.TOKEN_SALT)
+        forged = itsdangerous_token(SECRET_A.encode(), claim, app.access.tokens.TOKEN_SALT)
         assert_token_refused(send_with(client, forged))
     # The same construction with the whole key's proof is accepted: the refusals above are the claims'.
-    whole = itsdangerous_token(SECRET_A.encode(), {"sub": "shop-s", "kh": proof}, app.tokens.TOKEN_SALT)
+    whole = itsdangerous_token(
+        SECRET_A.encode(), {"sub": "shop-s", "kh": proof}, app.access.tokens.TOKEN_SALT
+    )
     assert sandbox_send(client, whole) == 200
 
 
@@ -338,16 +340,16 @@ def test_tokens_and_source_tags_are_signed_under_separate_salts(managed: Callabl
     client = managed(SECRET_A).test_client()
     key = SECRET_A.encode()
     claims = {"sub": "shop-s", "kh": key_proof(key, hash_key(KEY_S))}
-    assert app.tokens.TOKEN_SALT != app.tokens.SOURCE_SALT
-    assert_token_refused(send_with(client, itsdangerous_token(key, claims, app.tokens.SOURCE_SALT)))
-    assert sandbox_send(client, itsdangerous_token(key, claims, app.tokens.TOKEN_SALT)) == 200
+    assert app.access.tokens.TOKEN_SALT != app.access.tokens.SOURCE_SALT
+    assert_token_refused(send_with(client, itsdangerous_token(key, claims, app.access.tokens.SOURCE_SALT)))
+    assert sandbox_send(client, itsdangerous_token(key, claims, app.access.tokens.TOKEN_SALT)) == 200
 
     def tag(salt: str) -> str:
         return Signer(key, salt=salt, digest_method=hashlib.sha256).get_signature("mobsms:shop-s").decode()
 
     base = "https://bridge.example.test/webhooks/mobsms/shop-s?key="
-    assert post_source(client, base + tag(app.tokens.TOKEN_SALT)) == 403
-    assert post_source(client, base + tag(app.tokens.SOURCE_SALT)) == 200
+    assert post_source(client, base + tag(app.access.tokens.TOKEN_SALT)) == 403
+    assert post_source(client, base + tag(app.access.tokens.SOURCE_SALT)) == 200
 
 
 def test_a_token_carries_neither_the_key_nor_its_hash(managed: Callable[..., Flask]) -> None:
@@ -373,9 +375,9 @@ def test_a_file_system_without_hard_links_still_gets_its_secret(
     def no_links(source: object, target: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(app.tokens.os, "link", no_links)
-    first = app.tokens.stored_secret(tmp_path)
+    monkeypatch.setattr(app.access.tokens.os, "link", no_links)
+    first = app.access.tokens.stored_secret(tmp_path)
     assert len(first) >= 32
-    assert app.tokens.stored_secret(tmp_path) == first
-    assert os.stat(tmp_path / app.tokens.SECRET_FILE).st_mode & 0o777 == 0o600
-    assert [p.name for p in tmp_path.iterdir()] == [app.tokens.SECRET_FILE]  # no temporary file left
+    assert app.access.tokens.stored_secret(tmp_path) == first
+    assert os.stat(tmp_path / app.access.tokens.SECRET_FILE).st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [app.access.tokens.SECRET_FILE]  # no temporary file left

@@ -32,8 +32,9 @@ from werkzeug.test import TestResponse
 from app import upstream
 from app.config import ConfigError, Settings
 from app.errors import BackendConnectionLost, BackendTimeout, BackendUnreachable
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
 from app.upstream import UpstreamHttp
-from app.webhooks import Deliverer, EventStore, Target, UnsafeTarget, _refuse_private
+from app.webhooks.delivery import Deliverer, Target, UnsafeTarget, _refuse_private
 from tests.harness.bridge import GOOD_KEY
 from tests.harness.fakes.forward_proxy import ForwardProxy
 from tests.harness.fakes.mobsms import FakeMobsms

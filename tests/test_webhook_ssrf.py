@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-import app.webhooks
-from app.access import hash_key, parse_clients_file
+import app.webhooks.delivery
+from app.access.resolution import hash_key, parse_clients_file
 from app.config import ConfigError, Settings
 from app.errors import BackendTlsFailure
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
 from app.upstream import UpstreamHttp
-from app.webhooks import Deliverer, EventStore, Target, UnsafeTarget, _refuse_private
+from app.webhooks.delivery import Deliverer, Target, UnsafeTarget, _refuse_private
 from tests.harness.bridge import LiveBridge
 from tests.harness.fakes.listener import Listener
 from tests.harness.fakes.mobsms import FakeMobsms
@@ -112,7 +113,7 @@ def test_plain_targets_are_accepted_as_the_client_reads_them(url: str, tmp_path:
         environ={}, overrides={"webhook_url": url, "webhook_secret": SECRET, "data_dir": tmp_path}
     )
     assert settings.webhook_url == url
-    endpoint = app.webhooks.parse_target(url)
+    endpoint = app.webhooks.delivery.parse_target(url)
     assert endpoint.scheme in ("http", "https")
     assert endpoint.host == endpoint.host.lower()
 
@@ -201,14 +202,14 @@ def rebinding_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             answer = [PUBLIC, "127.0.0.1"]
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, number)) for a in answer]
 
-    real_check = app.webhooks._refuse_private
+    real_check = app.webhooks.delivery._refuse_private
 
     def check(address: str, host: str | None = None) -> None:
         if address != PUBLIC:
             real_check(address, host)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(app.webhooks, "_refuse_private", check)
+    monkeypatch.setattr(app.webhooks.delivery, "_refuse_private", check)
     return asked
 
 

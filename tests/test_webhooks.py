@@ -34,11 +34,13 @@ from typing import Any
 import pytest
 import requests
 
-import app.webhooks
-from app.access import hash_key
-from app.tokens import TokenSigner
-from app.webhook_sources import register_mobsms
-from app.webhooks import API_VERSION, EventStore
+import app.state.sqlite.outbox
+import app.webhooks.delivery
+from app.access.resolution import hash_key
+from app.access.tokens import TokenSigner
+from app.fronts.webhook_sources import register_mobsms
+from app.state.sqlite.outbox import SqliteOutbox as EventStore
+from app.webhooks.delivery import API_VERSION
 from tests.harness.bridge import UNICODE_TEXT, LiveBridge
 from tests.harness.fakes.mobsms import DEFAULT_KEY, FakeMobsms, iso
 from tests.harness.gunicorn import ROOT, Gunicorn, ready_workers, served_by, start_bridge
@@ -993,7 +995,7 @@ def test_a_database_made_with_targets_in_its_rows_loses_them_and_their_secrets(t
     path = tmp_path / "webhooks.sqlite3"
     with closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(app.webhooks.SCHEMA)
+        db.executescript(app.state.sqlite.outbox.SCHEMA)
         db.execute("PRAGMA user_version = 1")
         for n in range(50):
             db.execute(
@@ -1150,9 +1152,9 @@ def test_what_start_readyz_metrics_and_the_deliverer_read_of_events_searches_an_
             store.delivered(store.add("acme", "sms.sent", {"guid": str(n)}))
     with closing(sqlite3.connect(tmp_path / "webhooks.sqlite3")) as db:
         for sql, params in (
-            (app.webhooks.COUNT_SQL, ()),
-            (app.webhooks.PURGE_SQL, (0.0,)),
-            (app.webhooks.CLAIM_SQL, (0.0, 0.0, 0.0, '["busy"]')),
+            (app.state.sqlite.outbox.COUNT_SQL, ()),
+            (app.state.sqlite.outbox.PURGE_SQL, (0.0,)),
+            (app.state.sqlite.outbox.CLAIM_SQL, (0.0, 0.0, 0.0, '["busy"]')),
         ):
             plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
             on_events = [step for step in plan if "webhook_events" in step]

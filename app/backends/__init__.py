@@ -4,10 +4,8 @@ A backend's module is imported when a backend of its name is first built, not wi
 gunicorn's master imports the sandbox's module to prepare its database before the workers start, and
 must not load an HTTP client (urllib3 imports ssl, which gevent has to patch first, in the worker).
 
-This registry is the one list of backend names: app/config.py checks SMSBRIDGE_BACKEND and
-SMSBRIDGE_FAILOVER_BACKEND against BACKEND_NAMES, app/access.py the clients file's. So it imports no
-setting at import time. Adding a backend: its module, one line here, its test file
-(docs/architecture.md, "Adding a backend").
+The names and classes are listed once, in app/registry.py (plain strings, which app/config.py checks
+SMSBRIDGE_BACKEND and SMSBRIDGE_FAILOVER_BACKEND against without importing a backend).
 """
 
 from __future__ import annotations
@@ -17,22 +15,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from app.backends.base import Backend, WebhookEvent
+from app.registry import BACKEND_CLASSES, BACKEND_NAMES
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-#: each SMSBRIDGE_BACKEND name and the class that serves it ("module:Class")
-_CLASSES = {
-    "sandbox": "app.backends.sandbox:SandboxBackend",
-    "smsmobileapi": "app.backends.smsmobileapi:SmsMobileApiBackend",
-    "mobsms": "app.backends.mobsms:MobsmsBackend",
-}
-BACKEND_NAMES = tuple(_CLASSES)
-
 
 def backend_class(name: str) -> type[Backend]:
     """Return the class of the backend called `name` (importing its module: not in gunicorn's master)."""
-    module, _, cls = _CLASSES[name].partition(":")
+    module, _, cls = BACKEND_CLASSES[name].partition(":")
     found: type[Backend] = getattr(import_module(module), cls)
     return found
 

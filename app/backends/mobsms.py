@@ -32,7 +32,7 @@ from app.errors import (
     UpstreamRateLimited,
 )
 from app.phone import to_e164
-from app.store import StateStore
+from app.state import mobsms_state
 from app.upstream import Answer, UpstreamHttp
 from app.vocabulary import (
     Credential,
@@ -75,7 +75,7 @@ class MobsmsBackend(Backend):
         super().__init__(settings)
         self.base_url = settings.mobsms_url.rstrip("/")
         self.http = http or UpstreamHttp(settings, self.name)
-        self.store = StateStore(settings.data_dir)
+        self.store = mobsms_state(settings)
 
     def send(self, request: SendRequest) -> SendReceipt:
         """Queue the SMS with mobsms: one recipient with /api/sms, several with /api/sms/bulk."""

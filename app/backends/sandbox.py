@@ -31,7 +31,7 @@ from app.errors import (
     UnknownDevice,
     UnknownMessage,
 )
-from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections
+from app.state.sqlite.db import BUSY_SLICE, Database, ThreadConnections
 from app.vocabulary import (
     Credential,
     Device,

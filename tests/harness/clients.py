@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 
 KEY_A = "client-key-A"  # a mobsms client
 KEY_B = "client-key-B"  # an smsmobileapi client

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from app.access import hash_key
+from app.access.resolution import hash_key
 
 #: an operator key with characters that URL, JSON and HTML each write their own way
 OPERATOR_KEY = 'op/Key+1 é"&'

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import requests
 from flask import Flask
 
-from app.tokens import TokenSigner
-from app.webhook_sources import source_urls
+from app.access.tokens import TokenSigner
+from app.fronts.webhook_sources import source_urls
 from tests.harness.bridge import LiveBridge
 from tests.harness.fakes.mobsms import iso
 from tests.harness.fakes.server import FakeUpstream, Received, Reply

@@ -13,8 +13,8 @@ from urllib.parse import unquote_plus
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.fronts.rest import http_call, verbatim
-from app.runtime import runtime
+from app.fronts.smsmobileapi.rest import http_call, verbatim
+from app.service import runtime
 
 bp = Blueprint("oauth", __name__)
 

@@ -19,12 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from limits.storage import MemoryStorage, Storage, storage_from_string
 
-from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections
+from app.state.sqlite.db import BUSY_SLICE, Database, ThreadConnections
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +238,20 @@ class FallbackStorage(Storage):
 
 #: the counts file and its migrations, for start-up (app/startup.py) to prepare before the workers start
 DATABASE = Database(COUNTS_FILE, (SqliteStorage.SCHEMA,))
+
+#: Redis answers within this or the limits fall back to memory: a send never waits on a counter
+REDIS_TIMEOUT_SECONDS = 0.1
+
+
+def limiter_storage(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Return the `limits` storage URI and options SMSBRIDGE_RATELIMIT_STORAGE stands for."""
+    uri = settings.ratelimit_storage
+    if uri.startswith("memory://"):
+        return uri, {}
+    if uri.startswith("sqlite://"):
+        return FALLBACK_PREFIX + sqlite_uri(settings.data_dir / COUNTS_FILE), {}
+    return FALLBACK_PREFIX + uri, {
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        "retry_on_timeout": False,
+    }

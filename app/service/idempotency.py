@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 
@@ -39,7 +38,7 @@ from app.errors import (
     InvalidParameter,
     StorageUnavailable,
 )
-from app.store import StateStore
+from app.state import IdempotencyStore, Record
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,9 @@ def fingerprint(params: Mapping[str, str]) -> str:
 class Idempotency:
     """Run sends at most once per (client, key)."""
 
-    def __init__(self, store: StateStore, ttl: int, wait: float, failover_wait: float | None = None) -> None:
+    def __init__(
+        self, store: IdempotencyStore, ttl: int, wait: float, failover_wait: float | None = None
+    ) -> None:
         self.store = store
         self.ttl = ttl
         #: the longest a send takes (connect + read timeouts + 1 s): a holder's deadline
@@ -128,7 +129,7 @@ class Idempotency:
         error.retry_after = 1
         raise error
 
-    def _holder_gone(self, held: sqlite3.Row) -> bool:
+    def _holder_gone(self, held: Record) -> bool:
         """Say whether the claim's holder is past its deadline without an answer (it died)."""
         until = held["holder_until"]
         if until is None:  # a claim made before deadlines were kept
@@ -136,7 +137,7 @@ class Idempotency:
         return time.time() > until
 
     @staticmethod
-    def _replay(held: sqlite3.Row) -> Response:
+    def _replay(held: Record) -> Response:
         response = Response(held["body"], status=held["status"], content_type=held["content_type"])
         for name, value in json.loads(held["headers"] or "[]"):
             response.headers[name] = value

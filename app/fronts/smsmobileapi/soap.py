@@ -40,19 +40,16 @@ from spyne.model.fault import Fault
 from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
-from app import idempotency
-from app.delivery import deliver
-from app.errors import BridgeError, StorageUnavailable
-from app.fronts.dialect import RESULT_FIELDS, check_key, require, send_result, split_recipients
-from app.request_log import note_outcome, note_recipients
-from app.runtime import runtime
-from app.sqlite_db import trouble
+from app.errors import BridgeError
+from app.fronts.request_log import note_outcome, note_recipients
+from app.fronts.smsmobileapi.dialect import RESULT_FIELDS, check_key, require, send_result, split_recipients
+from app.service import deliver, requested_key, runtime, storage_unavailable
 from app.vocabulary import Credential, CredentialSource, SendRequest
 
 log = logging.getLogger(__name__)
 
 TNS = "urn:smsbridge:sendsms"
-WSDL_FILE = Path(__file__).resolve().parents[2] / "wsdl" / "sendsms.wsdl"
+WSDL_FILE = Path(__file__).resolve().parents[3] / "wsdl" / "sendsms.wsdl"
 WSDL_PATH = "/sendsms/wsdl/sendsms.wsdl"
 ENDPOINT_PATH = "/sendsms/soap/"
 _SOAP11_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
@@ -121,13 +118,7 @@ class SendSmsService(ServiceBase):
         except sqlite3.OperationalError as error:
             # The bridge's own data failed (a store without its own answer for it): retry, nothing sent.
             log.error("the bridge's data failed in SOAP sendSms: %s", error)
-            what = trouble(error, runtime().settings.data_dir)
-            raise _fault(
-                StorageUnavailable(
-                    f"smsbridge cannot use its data now: {what}; nothing was sent or changed; "
-                    "try again in a moment"
-                )
-            ) from None
+            raise _fault(storage_unavailable(error)) from None
         except Exception:
             log.exception("unexpected error in SOAP sendSms")
             note_outcome("internal_error")
@@ -204,7 +195,7 @@ def endpoint() -> Response:
     environ["wsgi.input"] = io.BytesIO(b"")
     environ["CONTENT_LENGTH"] = "0"
     environ["CONTENT_TYPE"] = request.mimetype or "text/xml"
-    key = idempotency.requested_key()
+    key = requested_key()
     if key is None:
         return _call_spyne(environ)
     _resolve_caller(envelope.apikey)

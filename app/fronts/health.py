@@ -8,13 +8,9 @@ itself not ready so that an operator or an orchestrator sees it). Neither says a
 
 from __future__ import annotations
 
-import sqlite3
-
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.errors import StorageUnavailable
-from app.runtime import runtime
-from app.sqlite_db import disk_trouble
+from app.service import runtime
 
 bp = Blueprint("health", __name__)
 
@@ -30,16 +26,7 @@ def readyz() -> Response:
     """Say whether the state stores and the limiter's storage answer; 503 when one does not."""
     state = runtime()
     checks = {"config": "ok"}
-    # A full disk may fail only writes, and the reads below still answer: probed (cached) on its own.
-    trouble = disk_trouble(state.settings.data_dir)
-    try:
-        state.idempotency.store.received_flags("readyz")
-        state.events.counts()
-        checks["state_store"] = "ok" if trouble is None else f"failing: the data disk is {trouble}"
-    except (sqlite3.Error, StorageUnavailable) as exc:
-        checks["state_store"] = (
-            f"failing: {type(exc).__name__}" if trouble is None else f"failing: the data disk is {trouble}"
-        )
+    checks["state_store"] = state.state_check()
     limiter = current_app.extensions.get("smsbridge.limiter")
     reachable = limiter is not None and limiter.storage_answers()
     checks["rate_limit_storage"] = "ok" if reachable else "unreachable (limits are counted in memory)"

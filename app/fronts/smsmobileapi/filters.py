@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
 from app.errors import InvalidParameter, MissingParameter
-from app.fronts.records import local
+from app.fronts.smsmobileapi.records import local
 from app.vocabulary import Device, ReceivedSms, SentSms
 
 Params = Mapping[str, str]

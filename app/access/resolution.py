@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.access.tokens import TokenSigner, is_token
 from app.backends import BACKEND_NAMES, Backend
 from app.config import ConfigError, Settings, check_limit
 from app.errors import CredentialRefused
-from app.tokens import TokenSigner, is_token
 from app.vocabulary import Credential, CredentialSource, key_digest
 from app.webhook_targets import Target, check_target
 

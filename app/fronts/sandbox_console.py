@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify
 
-from app.access import Principal
 from app.errors import NotAllowed
-from app.fronts.dialect import require
-from app.fronts.rest import parameters, principal
-from app.runtime import runtime
+from app.fronts.smsmobileapi.dialect import require
+from app.fronts.smsmobileapi.rest import parameters, principal
+from app.service import Principal, runtime
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
 

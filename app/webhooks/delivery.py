@@ -51,21 +51,17 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import socket
-import sqlite3
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from app.errors import BackendError, StorageUnavailable
-from app.sqlite_db import BUSY_SLICE, Database, ThreadConnections, trouble
+from app.state.base import Outbox, Record
 from app.webhook_targets import Endpoint, Target, UnsafeTarget, parse_target
 
 if TYPE_CHECKING:
@@ -76,211 +72,16 @@ T = TypeVar("T")
 
 API_VERSION = "2026-09-23"
 EVENT_TYPES = ("sms.received", "sms.sent", "sms.failed")
-#: how long a claim keeps other deliverers off an event: well above one attempt (timeouts up to 30 s)
-LEASE_SECONDS = 120
 MAX_ANSWER_BYTES = 64 * 1024
-FIRST_RETRY_SECONDS = 2.0
-LONGEST_RETRY_SECONDS = 3600.0
 #: the most attempts one worker runs at once, whatever their targets
 MAX_ATTEMPTS_AT_ONCE = 32
-#: how often, at most, a worker purges delivered events past their retention
-SWEEP_SECONDS = 60
 #: while the event store fails (locked, disk full), the deliverer says so at most this often
 STORAGE_LOG_EVERY = 60.0
 #: and waits up to this long between two rounds (doubling from its poll interval)
 STORAGE_BACKOFF_SECONDS = 30.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_events (
-    id TEXT PRIMARY KEY,
-    client TEXT NOT NULL,
-    type TEXT NOT NULL,
-    data TEXT NOT NULL,
-    url TEXT NOT NULL,
-    format TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    next_attempt_at REAL NOT NULL,
-    lease_until REAL NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'pending',
-    last_error TEXT NOT NULL DEFAULT '',
-    delivered_at REAL
-);
-CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (status, next_attempt_at);
-"""
-#: events no longer carry their target: it is resolved at delivery. The copies already stored are
-#: blanked, then their columns dropped; secure_delete overwrites the freed bytes rather than leave
-#: receivers' secrets in the file's free pages. Delivered events get an index to purge them by age.
-WITHOUT_TARGETS = """
-PRAGMA secure_delete = ON;
-UPDATE webhook_events SET url = '', secret = '';
-ALTER TABLE webhook_events DROP COLUMN url;
-ALTER TABLE webhook_events DROP COLUMN secret;
-ALTER TABLE webhook_events DROP COLUMN format;
-CREATE INDEX IF NOT EXISTS webhook_events_delivered ON webhook_events (delivered_at)
-    WHERE status = 'delivered';
-"""
-#: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
-DATABASE = Database("webhooks.sqlite3", (SCHEMA, WITHOUT_TARGETS))
 
-#: the statements whose cost must not grow with the events delivered (tests read their query plans)
-COUNT_SQL = "SELECT status, COUNT(*) FROM webhook_events WHERE status IN ('pending', 'dead') GROUP BY status"
-PURGE_SQL = "DELETE FROM webhook_events WHERE status = 'delivered' AND delivered_at < ?"
-CLAIM_SQL = (
-    "UPDATE webhook_events SET lease_until = ?, attempts = attempts + 1 WHERE id = ("
-    " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?"
-    " AND lease_until <= ? AND client NOT IN (SELECT value FROM json_each(?))"
-    " ORDER BY next_attempt_at LIMIT 1) RETURNING *"
-)
-
-
-_DELIVERED = (
-    "UPDATE webhook_events SET status = 'delivered', delivered_at = ?, lease_until = 0, last_error = ''"
-    " WHERE id = ?"
-)
-_DELIVERED_ON_ATTEMPT = _DELIVERED + " AND attempts = ? AND status = 'pending'"
-
-
-class EventStore:
-    """The events waiting, delivered and dead."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._connections = ThreadConnections(
-            data_dir / DATABASE.file_name, DATABASE.migrations, autocommit=True, busy_slice=BUSY_SLICE
-        )
-        self._next_sweep = 0.0
-
-    def add(
-        self,
-        client: str,
-        event_type: str,
-        data: dict,
-        *,
-        event_id: str | None = None,
-    ) -> str:
-        """Store an event for delivery now and return its id; an id already stored is not stored again.
-
-        No target is stored: where the event goes, and with what secret, is looked up when it is delivered.
-        """
-        event_id = event_id or str(uuid.uuid4())
-        now = time.time()
-        row = (event_id, client, event_type, json.dumps(data), now, now)
-        self._run(
-            lambda db: db.execute(
-                "INSERT OR IGNORE INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        )
-        return event_id
-
-    def claim(
-        self, now: float | None = None, *, skip_clients: frozenset[str] = frozenset()
-    ) -> sqlite3.Row | None:
-        """Take the next due event for one attempt (no other deliverer can take it meanwhile).
-
-        Events of `skip_clients` (whose targets have no free slot) are left for later.
-        """
-        now = time.time() if now is None else now
-        args = (now + LEASE_SECONDS, now, now, json.dumps(sorted(skip_clients)))
-        return self._run(lambda db: db.execute(CLAIM_SQL, args).fetchone())
-
-    def release(self, event_id: str) -> None:
-        """Give back a claim that made no attempt (its target had no free slot)."""
-        self._run(
-            lambda db: db.execute(
-                "UPDATE webhook_events SET lease_until = 0, attempts = attempts - 1 WHERE id = ?",
-                (event_id,),
-            )
-        )
-
-    def delivered(self, event_id: str, now: float | None = None, *, attempt: int | None = None) -> None:
-        """Record a delivery; with `attempt`, only if the event is still on that attempt and pending.
-
-        The fence: an outcome recorded late (the store was down past the lease) must not end a newer
-        attempt another deliverer has claimed since.
-        """
-        when = time.time() if now is None else now
-        args: tuple[object, ...]
-        if attempt is None:
-            sql, args = _DELIVERED, (when, event_id)
-        else:
-            sql, args = _DELIVERED_ON_ATTEMPT, (when, event_id, attempt)
-        self._run(lambda db: db.execute(sql, args))
-
-    def failed(self, event: sqlite3.Row, error: str, retry_window: float) -> None:
-        """Record a failed attempt: retry later with backoff and jitter, or give up after the window."""
-        now = time.time()
-        wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
-        wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
-        dead = now + wait - event["created_at"] > retry_window
-        args = ("dead" if dead else "pending", now + wait, error[:300], event["id"], event["attempts"])
-        # Fenced by the attempt: a late outcome never ends a newer attempt, nor undoes a delivery.
-        self._run(
-            lambda db: db.execute(
-                "UPDATE webhook_events SET status = ?, next_attempt_at = ?, lease_until = 0, last_error = ?"
-                " WHERE id = ? AND attempts = ? AND status = 'pending'",
-                args,
-            )
-        )
-
-    def dead(self) -> list[sqlite3.Row]:
-        """Return the events that exhausted their retries."""
-        return self._run(
-            lambda db: db.execute(
-                "SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at"
-            ).fetchall()
-        )
-
-    def replay(self, event_id: str) -> bool:
-        """Deliver a dead event again (same id), with a fresh retry window."""
-        now = time.time()
-        return bool(
-            self._run(
-                lambda db: (
-                    db.execute(
-                        "UPDATE webhook_events SET status = 'pending', next_attempt_at = ?, created_at = ?,"
-                        " attempts = 0, lease_until = 0 WHERE id = ? AND status = 'dead'",
-                        (now, now, event_id),
-                    ).rowcount
-                )
-            )
-        )
-
-    def purge_dead(self) -> int:
-        """Delete every dead event (the operator's decision: they are never purged on their own)."""
-        return self._run(lambda db: db.execute("DELETE FROM webhook_events WHERE status = 'dead'").rowcount)
-
-    def sweep(self, retention: float, now: float | None = None) -> int:
-        """Purge events delivered over `retention` seconds ago, at most once per SWEEP_SECONDS."""
-        now = time.time() if now is None else now
-        if now < self._next_sweep:
-            return 0
-        self._next_sweep = now + SWEEP_SECONDS
-        return self._run(lambda db: db.execute(PURGE_SQL, (now - retention,)).rowcount)
-
-    def counts(self) -> dict[str, int]:
-        """Return how many events are pending and dead (those there are; delivered ones are not counted).
-
-        Read on the (status, next_attempt_at) index: its cost grows with the events waiting, not with
-        those delivered.
-        """
-        return {status: n for status, n in self._run(lambda db: db.execute(COUNT_SQL).fetchall())}
-
-    def close(self) -> None:
-        """Close this thread's database connection."""
-        self._connections.close()
-
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Return `work(db)`, waiting for a lock cooperatively; raise StorageUnavailable when it cannot be."""
-        return self._connections.run_or_unavailable(
-            work, store="smsbridge's webhook event store", undone="nothing was stored or changed"
-        )
-
-
-def render(event: sqlite3.Row, target: Target) -> tuple[bytes, dict[str, str]] | None:
+def render(event: Record, target: Target) -> tuple[bytes, dict[str, str]] | None:
     """Return the body and headers that deliver `event` in `target`'s format (None: not for it)."""
     data = json.loads(event["data"])
     if target.format == "v1":
@@ -344,7 +145,7 @@ def configured_targets(settings: Settings) -> Callable[[str], Target | None]:
 class _Outcome:
     """What one attempt came to, recorded by the dispatching thread."""
 
-    event: sqlite3.Row
+    event: Record
     #: "delivered", "failed" (retried until the window closes) or "dead" (never retried)
     status: str
     error: str = ""
@@ -355,7 +156,7 @@ class Deliverer:
 
     def __init__(
         self,
-        store: EventStore,
+        store: Outbox,
         *,
         timeout: float,
         retry_window: float,
@@ -460,10 +261,7 @@ class Deliverer:
 
     def _what_failed(self, error: StorageUnavailable) -> str:
         """Say what failed in the store in a few words (no path, no data)."""
-        cause = error.__cause__
-        if isinstance(cause, sqlite3.Error):
-            return trouble(cause, self.store.data_dir)
-        return error.note
+        return error.trouble
 
     def _storage_back(self) -> None:
         """End a pause for storage trouble, saying so once."""
@@ -515,7 +313,7 @@ class Deliverer:
                 ).start()
                 started += 1
 
-    def _target_of(self, event: sqlite3.Row) -> tuple[Target, Endpoint] | None:
+    def _target_of(self, event: Record) -> tuple[Target, Endpoint] | None:
         """Return the event's target as configured now, parsed; record it dead when there is none."""
         target = self.targets(event["client"])
         if target is None:
@@ -527,7 +325,7 @@ class Deliverer:
             self._record(_Outcome(event, "dead", f"refused: {exc}"))
             return None
 
-    def _attempt_and_report(self, event: sqlite3.Row, target: Target, endpoint: Endpoint) -> None:
+    def _attempt_and_report(self, event: Record, target: Target, endpoint: Endpoint) -> None:
         try:
             outcome = self._attempt(event, target, endpoint)
         except Exception as exc:
@@ -546,7 +344,7 @@ class Deliverer:
             self._state.notify_all()
         self._wake.set()
 
-    def _attempt(self, event: sqlite3.Row, target: Target, endpoint: Endpoint) -> _Outcome:
+    def _attempt(self, event: Record, target: Target, endpoint: Endpoint) -> _Outcome:
         """Make one attempt (in its own thread or greenlet); touch no database."""
         try:
             rendered = render(event, target)

@@ -9,15 +9,16 @@ import threading
 
 from flask import Flask, current_app
 
-from app.access import Access
+from app import state
+from app.access.resolution import Access
+from app.access.tokens import TokenSigner
 from app.backends import Backend, build_backend
 from app.config import Settings
-from app.delivery import CircuitBreaker
 from app.errors import StorageUnavailable
-from app.idempotency import Idempotency
-from app.store import StateStore
-from app.tokens import TokenSigner
-from app.webhooks import Deliverer, EventStore
+from app.service.delivery import CircuitBreaker
+from app.service.idempotency import Idempotency
+from app.state.sqlite.db import disk_trouble
+from app.webhooks.delivery import Deliverer
 
 EXTENSION = "smsbridge"
 
@@ -35,7 +36,7 @@ class Runtime:
         self.tokens = TokenSigner.from_settings(settings.token_secrets, settings.data_dir, settings.token_ttl)
         self.access = Access(settings, self.backend_for, self.tokens)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
-        self.events = EventStore(settings.data_dir)
+        self.events = state.outbox(settings)
         self.deliverer = Deliverer(
             self.events,
             timeout=settings.webhook_timeout,
@@ -48,7 +49,7 @@ class Runtime:
             # Events left by a previous run, or replayed from the command line, go on being delivered.
             self.deliverer.start()
         self.idempotency = Idempotency(
-            StateStore(settings.data_dir),
+            state.idempotency_store(settings),
             settings.idempotency_ttl,
             wait=settings.connect_timeout + settings.read_timeout + 1,
             # A send that fails over: the first backend's whole deadline, then the failover's.
@@ -62,6 +63,21 @@ class Runtime:
         except (sqlite3.Error, StorageUnavailable) as error:
             log.error("webhook events cannot be counted at start (%s): the deliverer starts anyway", error)
             return True
+
+    def state_check(self) -> str:
+        """Return "ok" when the state stores answer, else what fails (for /readyz; no path, no data)."""
+        # A full disk may fail only writes, and the reads below still answer: probed (cached) on its own.
+        trouble = disk_trouble(self.settings.data_dir)
+        try:
+            self.idempotency.store.idempotent("readyz")
+            self.events.counts()
+        except (sqlite3.Error, StorageUnavailable) as exc:
+            return (
+                f"failing: {type(exc).__name__}"
+                if trouble is None
+                else f"failing: the data disk is {trouble}"
+            )
+        return "ok" if trouble is None else f"failing: the data disk is {trouble}"
 
     def backend_for(self, name: str) -> Backend:
         """Return the backend called `name`, made once (the default one, and any a client names)."""

@@ -24,24 +24,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 
-from app import webhook_sources
-from app.access import hash_key
 from app.config import Settings
 from app.errors import BridgeError, RateLimited
-from app.fronts import soap
-from app.fronts.rest import error_response, optional_credential
-from app.limit_storages import COUNTS_FILE, FALLBACK_PREFIX, sqlite_uri
-from app.metrics import RATE_LIMITED
-from app.runtime import runtime
-from app.tokens import is_token
+from app.fronts import webhook_sources
+from app.fronts.metrics import RATE_LIMITED
+from app.fronts.smsmobileapi import soap
+from app.fronts.smsmobileapi.rest import error_response, optional_credential
+from app.service import hash_key, is_token, limiter_storage, runtime
 
 #: how long a request may wait for Redis before its limit is counted in memory instead
-REDIS_TIMEOUT_SECONDS = 0.1
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -57,20 +52,6 @@ class RateLimits:
             return bool(self.limiter.storage.check())
         except Exception:
             return False
-
-
-def storage_of(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """Return the `limits` storage URI and options SMSBRIDGE_RATELIMIT_STORAGE stands for."""
-    uri = settings.ratelimit_storage
-    if uri.startswith("memory://"):
-        return uri, {}
-    if uri.startswith("sqlite://"):
-        return FALLBACK_PREFIX + sqlite_uri(settings.data_dir / COUNTS_FILE), {}
-    return FALLBACK_PREFIX + uri, {
-        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-        "socket_timeout": REDIS_TIMEOUT_SECONDS,
-        "retry_on_timeout": False,
-    }
 
 
 def client_key() -> str:
@@ -139,7 +120,7 @@ def init_app(app: Flask, settings: Settings, *, per_client: bool) -> RateLimits:
     `per_client`: clients may have limits of their own (managed mode); otherwise every client has
     the default.
     """
-    uri, options = storage_of(settings)
+    uri, options = limiter_storage(settings)
     limiter = Limiter(
         key_func=client_key,
         # Application limits, not default ones: those are counted per endpoint, these once per client.

@@ -27,7 +27,7 @@ import time
 
 from flask import g, has_request_context
 
-from app.access import Principal
+from app.access.resolution import Principal
 from app.backends import Backend
 from app.errors import BackendError, BackendUnreachable, BridgeError
 from app.vocabulary import SendReceipt, SendRequest

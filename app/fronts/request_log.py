@@ -169,11 +169,6 @@ def init_app(app: Flask, trusted_proxies: int) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies)  # type: ignore[method-assign]
     app.before_request_funcs.setdefault(None, []).insert(0, _start)
     app.after_request(_finish)
-    # Imported here: app/upstream.py tells its calls to whoever listens and imports nothing of Flask's,
-    # and urllib3 must not be imported in gunicorn's master (this module is, with the package).
-    from app import upstream
-
-    upstream.on_call(note_upstream)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

@@ -21,8 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app import request_log
-from app.runtime import runtime
+from app.fronts import request_log
+from app.service import runtime
 
 bp = Blueprint("metrics", __name__)
 

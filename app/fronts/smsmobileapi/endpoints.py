@@ -13,11 +13,10 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, g, jsonify
 
-from app.access import Principal
-from app.fronts import filters
-from app.fronts.conversations import conversations
-from app.fronts.dialect import require, require_present
-from app.fronts.records import (
+from app.fronts.smsmobileapi import filters
+from app.fronts.smsmobileapi.conversations import conversations
+from app.fronts.smsmobileapi.dialect import require, require_present
+from app.fronts.smsmobileapi.records import (
     device_entry,
     from_mobile_entry,
     local,
@@ -25,7 +24,8 @@ from app.fronts.records import (
     sent_entry,
     whatsapp_entry,
 )
-from app.fronts.rest import http_call, parameters, passthrough_target, principal, verbatim
+from app.fronts.smsmobileapi.rest import http_call, parameters, passthrough_target, principal, verbatim
+from app.service import Principal
 
 bp = Blueprint("rest_endpoints", __name__)
 

@@ -11,9 +11,6 @@ from urllib.parse import quote, unquote_to_bytes
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app import idempotency
-from app.access import Principal
-from app.delivery import deliver
 from app.errors import (
     BodyTooLarge,
     BridgeError,
@@ -24,8 +21,9 @@ from app.errors import (
     StorageUnavailable,
     UriTooLong,
 )
-from app.fronts import soap
-from app.fronts.dialect import (
+from app.fronts.request_log import note_outcome, note_recipients
+from app.fronts.smsmobileapi import soap
+from app.fronts.smsmobileapi.dialect import (
     check_key,
     error_result,
     header_value,
@@ -34,9 +32,8 @@ from app.fronts.dialect import (
     send_result,
     split_recipients,
 )
-from app.request_log import note_outcome, note_recipients
-from app.runtime import runtime
-from app.sqlite_db import trouble
+from app.service import IDEMPOTENCY_PARAMETER, Principal, deliver, fingerprint, requested_key, runtime
+from app.service import storage_unavailable as unavailable
 from app.vocabulary import (
     MASKED_SECRET,
     Credential,
@@ -48,7 +45,7 @@ from app.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from app.backends import Backend
+    from app.service import Backend
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +62,10 @@ def sendsms() -> Response:
     """Send an SMS (or WhatsApp) to one or more comma-separated recipients."""
     params = parameters()
     caller = principal()
-    key = idempotency.requested_key(params)
+    key = requested_key(params)
     if key is None:
         return _send(params, caller)
-    digest = idempotency.fingerprint(params)
+    digest = fingerprint(params)
     return runtime().idempotency.run(caller.client, key, digest, lambda: _answer(_send, params, caller))
 
 
@@ -254,7 +251,7 @@ def _served_by_another_method() -> bool:
 
 
 #: parameters the bridge consumes itself: the credential (put back by the backend) and the idempotency key
-_NOT_FORWARDED = frozenset({"apikey", idempotency.PARAMETER})
+_NOT_FORWARDED = frozenset({"apikey", IDEMPOTENCY_PARAMETER})
 
 
 def verbatim(reply: UpstreamReply) -> Response:
@@ -427,10 +424,7 @@ def storage_unavailable(error: sqlite3.OperationalError) -> StorageUnavailable:
     """Return the dialect's retryable 503 for a database that is locked, or a data disk that is full."""
     log.error("the bridge's data failed on %s %s: %s", request.method, request.path, error)
     g.nothing_sent = True
-    what = trouble(error, runtime().settings.data_dir)
-    return StorageUnavailable(
-        f"smsbridge cannot use its data now: {what}; nothing was sent or changed; try again in a moment"
-    )
+    return unavailable(error)
 
 
 def internal_error_response() -> Response:

@@ -375,7 +375,7 @@ class ThreadConnections:
         except sqlite3.OperationalError as error:
             what = trouble(error, self.path.parent)
             note = f"{store} cannot be used now: {what}; {undone}; try again in a moment"
-            raise StorageUnavailable(note) from error
+            raise StorageUnavailable(note, trouble=what) from error
 
     def close(self) -> None:
         """Close this thread's connection."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from app.errors import InvalidParameter, MissingParameter
-from app.fronts.filters import integer, moment
-from app.fronts.records import local, utc
+from app.fronts.smsmobileapi.filters import integer, moment
+from app.fronts.smsmobileapi.records import local, utc
 from app.phone import conversation_key
 from app.vocabulary import ReceivedSms, SentSms
 

@@ -24,10 +24,9 @@ import uuid
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from app.backends import backend_class, webhook_source_names
 from app.errors import CredentialRefused, InvalidParameter
-from app.fronts.dialect import parse_json
-from app.runtime import Runtime, runtime
+from app.fronts.smsmobileapi.dialect import parse_json
+from app.service import Runtime, backend_class, runtime, webhook_source_names
 from app.vocabulary import Credential, CredentialSource
 
 bp = Blueprint("webhook_sources", __name__, url_prefix="/webhooks")
