@@ -7,6 +7,7 @@ gunicorn against them. A fixture one module alone uses stays in that module.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,13 @@ def vendor_bridge(
     )
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the screenshots the browser tests took (tests/harness/browser.py), one path a line."""
+    browser = sys.modules.get("tests.harness.browser")
+    taken = browser.screenshots_taken() if browser else []
+    if taken:
+        terminalreporter.section("screenshots")
+        for path in taken:
+            terminalreporter.write_line(str(path))

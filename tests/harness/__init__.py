@@ -10,6 +10,10 @@ the fixtures built on it in tests/conftest.py.
                     the access log); log_lines (the request log's JSON lines)
     net.py          free_port, closed_port_url, port_of, stop_quickly
     redis.py        RedisServer (a real redis-server: stop, restart, freeze, thaw), fingerprint
+    postgres.py     PostgresServer (a throwaway cluster: stop, restart, freeze, thaw, create_database)
+    browser.py      Browser (headless Debian Chromium through Playwright; nothing leaves 127.0.0.1),
+                    screenshot, screenshots_taken, SCREENSHOTS
+    newman.py       run_collection (the vendor's Postman collection against 127.0.0.1), NewmanRun
     soap.py         envelope (a sendSms envelope by hand), fault_of (a SOAP 1.1 fault, checked)
     clients.py      clients files: write_clients, clients_toml, and the keys and clients tests share
     oauth.py        OAuth2 as a client uses it: CLIENTS, token_for, bearer, send_with,
