@@ -1,7 +1,8 @@
 """Fixtures shared by the test modules; what they are built from is in tests/harness/ (see its __init__).
 
 Fake upstreams are real HTTP servers on 127.0.0.1; the bridge is built, served from a thread, or served by
-gunicorn against them. A fixture one module alone uses stays in that module.
+gunicorn against them. A fixture one module alone uses stays in that module; one that the modules of one
+folder alone use is in that folder's conftest.py (webhooks/, fronts/smsmobileapi/); here are the rest.
 """
 
 from __future__ import annotations
@@ -9,21 +10,17 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 
-import app.state.sqlite.outbox
+import app.access.resolution
 from app import create_app
 from tests.harness.bridge import BACKENDS, LiveBridge
 from tests.harness.fakes.listener import Listener
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
 from tests.harness.gunicorn import Gunicorn
-from tests.harness.net import port_of, stop_quickly
-from tests.harness.webhooks import TOKEN_SECRET, Receiver, park
 
 
 @pytest.fixture(scope="session")
@@ -107,62 +104,24 @@ def live_bridges(settings_for: Callable[..., dict]) -> Iterator[dict[str, LiveBr
         bridge.stop()
 
 
-@pytest.fixture
-def live(live_bridges: dict[str, LiveBridge], backend: str) -> LiveBridge:
-    """The live bridge of the backend under test."""
-    return live_bridges[backend]
-
-
-def data_dir(app: Flask) -> Path:
-    """Return the data directory an app was built with."""
-    return app.extensions["smsbridge"].settings.data_dir
-
-
-# --- webhooks (tests/test_webhooks.py, tests/test_webhook_ssrf.py, tests/test_audit_variations.py) ---
+# --- shared by more than one folder ------------------------------------------------------------------------
 
 
 @pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """First retry after 0.05-0.15 s instead of 1-3 s."""
-    monkeypatch.setattr(app.state.sqlite.outbox, "FIRST_RETRY_SECONDS", 0.1)
+def reload_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look at the clients file on every request, not at most once a second.
 
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Any]]:
-    """Make receivers, stopped at the end of the test."""
-    made: list[Receiver] = []
-
-    def make(kind: type[Receiver], *args: Any, **kwargs: Any) -> Any:
-        receiver = kind(*args, **kwargs)
-        made.append(receiver)
-        return receiver
-
-    yield make
-    for receiver in made:
-        stop_quickly(receiver.stop, port_of(receiver.url))
-
-
-@pytest.fixture
-def serve(make_app: Callable[..., Flask]) -> Iterator[Callable[..., LiveBridge]]:
-    """Serve bridges over HTTP on 127.0.0.1 (loopback receivers allowed unless overridden)."""
-    bridges: list[LiveBridge] = []
-
-    def start(backend: str = "mobsms", **overrides: Any) -> LiveBridge:
-        settings = {"webhook_allow_private": True, "token_secret": TOKEN_SECRET, **overrides}
-        bridge = LiveBridge(lambda url: make_app(backend, public_url=url, **settings))
-        bridge.app.extensions["smsbridge"].deliverer.poll = 0.05
-        bridges.append(bridge)
-        return bridge
-
-    yield start
-    for bridge in bridges:
-        stop_quickly(bridge.stop, port_of(bridge.url))
-        park(bridge.app)
+    For access/test_access.py and fronts/smsmobileapi/test_oauth.py.
+    """
+    monkeypatch.setattr(app.access.resolution, "RELOAD_CHECK_SECONDS", 0)
 
 
 @pytest.fixture
 def loopback_listeners() -> Iterator[list[Listener]]:
-    """A listener on 127.0.0.1, and one on [::1] where the machine has IPv6 loopback."""
+    """A listener on 127.0.0.1, and one on [::1] where the machine has IPv6 loopback.
+
+    For webhooks/test_webhook_ssrf.py and test_audit_variations.py.
+    """
     made = [Listener("127.0.0.1")]
     with contextlib.suppress(OSError):  # no IPv6 loopback here
         made.append(Listener("::1", made[0].port))
@@ -171,14 +130,14 @@ def loopback_listeners() -> Iterator[list[Listener]]:
         listener.close()
 
 
-# --- the smsmobileapi backend under gunicorn (tests/test_passthrough.py, tests/test_audit_variations.py) ---
-
-
 @pytest.fixture(scope="module")
 def vendor_bridge(
     fake_vendor: FakeSmsMobileApi, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gunicorn]:
-    """The bridge under gunicorn in passthrough mode, in front of the fake vendor under /base."""
+    """The bridge under gunicorn in passthrough mode, in front of the fake vendor under /base.
+
+    For backends/test_passthrough.py and test_audit_variations.py.
+    """
     data = tmp_path_factory.mktemp("vendor-bridge")
     server = Gunicorn(
         {

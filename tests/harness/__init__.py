@@ -1,7 +1,8 @@
 """What the tests are built from: real servers on 127.0.0.1 and the helpers that talk to them.
 
 No test module imports another (tests/test_layout.py checks it): what two of them share lives here, and
-the fixtures built on it in tests/conftest.py.
+the fixtures built on it in tests/conftest.py (or in the conftest.py of the one folder using them). The
+harness's own tests are in tests/harness_selftest/.
 
     bridge.py       LiveBridge (the bridge served from a thread of the test process); GOOD_KEY,
                     UNICODE_TEXT, BACKENDS
@@ -25,7 +26,7 @@ the fixtures built on it in tests/conftest.py.
     fakes/          the fake upstreams and network parties, each a real server on 127.0.0.1:
                     server.py (FakeUpstream, the base: records requests, misbehaves on command),
                     mobsms.py, smsmobileapi.py, forward_proxy.py, raw_http.py, listener.py
-    php/            the PHP SOAP clients tests/test_soap_php.py runs (nusoap, SoapClient)
+    php/            the PHP SOAP clients tests/fronts/smsmobileapi/test_soap_php.py runs (nusoap, SoapClient)
 
 Plain `assert`s here are rewritten by pytest as in test modules (tests/__init__.py registers the
 package), so a failing check in a helper reports its values too.

@@ -6,13 +6,11 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from flask import Flask
 from lxml import etree
 
-import app.access.resolution
 from app.access.resolution import hash_key
 from app.config import ConfigError
 from tests.harness.clients import (
@@ -41,12 +39,6 @@ SOAP_NS = "urn:smsbridge:sendsms"
 @pytest.fixture
 def clients_path(tmp_path: Path) -> Path:
     return tmp_path / "clients.toml"
-
-
-@pytest.fixture
-def reload_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Look at the clients file on every request, not at most once a second."""
-    monkeypatch.setattr(app.access.resolution, "RELOAD_CHECK_SECONDS", 0)
 
 
 def managed_app(
@@ -517,8 +509,9 @@ def test_the_file_is_looked_at_no_more_than_once_a_second(
     client = flask_app.test_client()
     assert send(client, KEY_S).status_code == 200  # the first call looks at the file
     now = [time.monotonic()]
-    monkeypatch.setattr(app.access.resolution, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    flask_app.extensions["smsbridge"].access._checked = now[0]
+    access = flask_app.extensions["smsbridge"].access
+    monkeypatch.setattr(access, "clock", lambda: now[0])
+    access._checked = now[0]
 
     write_clients(clients_path, {})
     now[0] += 0.5

@@ -26,8 +26,9 @@ from tests.harness.bridge import GOOD_KEY, UNICODE_TEXT, LiveBridge
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.fakes.server import Received, Reply
 from tests.harness.fakes.smsmobileapi import FakeSmsMobileApi
+from tests.harness.gunicorn import ROOT
 
-PHP_DIR = Path(__file__).resolve().parent / "harness" / "php"
+PHP_DIR = ROOT / "tests" / "harness" / "php"
 NUSOAP_SOURCE = Path("/usr/share/php/nusoap/nusoap.php")
 CLIENTS = ("nusoap", "soapclient")
 

@@ -32,7 +32,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
+import limits.storage.memory
+import limits.strategies
 import pytest
 import requests
 from flask import Flask
@@ -602,9 +605,15 @@ def test_local_windows_are_exact_and_start_again_when_they_end(
     The clock is moved by hand, so the test says exactly where a window ends and needs no sleeping.
     """
     now = [1_000_000.0]
-    monkeypatch.setattr(time, "time", lambda: now[0])
+    # limits' own clock (its memory storage and its strategies read `time` in their modules), and the
+    # SQLite storage's, given as a storage option: the process's clock stays as it is.
+    clock = SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    monkeypatch.setattr(limits.storage.memory, "time", clock)
+    monkeypatch.setattr(limits.strategies, "time", clock)
     settings = Settings(ratelimit_storage=storage, data_dir=tmp_path, workers=1)
     uri, options = limit_storages.limiter_storage(settings)
+    if storage == "sqlite://":
+        options["clock"] = lambda: now[0]
     counts = storage_from_string(uri, **options)
     windows = FixedWindowRateLimiter(counts)
     [two] = parse_many("2/minute")
@@ -625,8 +634,9 @@ def test_local_windows_are_exact_and_start_again_when_they_end(
 
 def test_sqlite_drops_ended_windows_once_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_000_000.0]
-    monkeypatch.setattr(time, "time", lambda: now[0])
-    counts = limit_storages.SqliteStorage(limit_storages.sqlite_uri(tmp_path / "counts.sqlite3"))
+    counts = limit_storages.SqliteStorage(
+        limit_storages.sqlite_uri(tmp_path / "counts.sqlite3"), clock=lambda: now[0]
+    )
     for n in range(1000):
         assert counts.incr(f"key:{n}", 5) == 1
     now[0] += limit_storages.SWEEP_SECONDS

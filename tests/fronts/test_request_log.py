@@ -10,6 +10,7 @@ import zeep
 
 from app.fronts import request_log
 from app.fronts.request_log import mask_number
+from app.service import context
 from tests.harness.bridge import UNICODE_TEXT
 from tests.harness.fakes.mobsms import FakeMobsms
 from tests.harness.gunicorn import Gunicorn, log_lines
@@ -139,15 +140,15 @@ def test_numbers_are_masked_to_their_last_three_digits() -> None:
 def test_request_ids_are_unique_32_hex_digits_and_differ_between_processes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ids = [request_log.new_request_id() for _ in range(1000)]
+    ids = [context.new_request_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     # A forked worker (another pid) starts its own random half, so two workers never make the same id.
-    monkeypatch.setattr(request_log.os, "getpid", lambda: -1)
-    other = request_log.new_request_id()
+    monkeypatch.setattr(context.os, "getpid", lambda: -1)
+    other = context.new_request_id()
     assert other[:16] != ids[0][:16] and other not in ids
 
 
-def test_log_times_are_utc_with_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(request_log.time, "time", lambda: 1795435200.0456)
-    assert request_log._timestamp() == "2026-11-23T12:00:00.045Z"
+def test_log_times_are_utc_with_milliseconds() -> None:
+    assert request_log._timestamp(1795435200.0456) == "2026-11-23T12:00:00.045Z"
+    assert request_log._timestamp(1795435201.9999) == "2026-11-23T12:00:01.999Z"

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import quote_plus
 
 import pytest
@@ -17,8 +16,6 @@ from itsdangerous import URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 from werkzeug.datastructures import MultiDict
 
-import app.access.resolution
-import app.access.tokens
 from app.access.resolution import hash_key
 from app.access.tokens import TokenSigner
 from app.config import ConfigError
@@ -389,9 +386,10 @@ def test_a_token_is_refused_once_its_lifetime_has_passed(
     # The token's own timestamp (whole seconds, as itsdangerous signs it), not the clock's after it:
     # a second boundary between issuing and reading the clock would shift the test by a second.
     issued_at = bytes_to_int(base64_decode(token.rsplit(".", 2)[1]))
-    monkeypatch.setattr(app.access.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3599.9))
+    signer = client.application.extensions["smsbridge"].tokens
+    monkeypatch.setattr(signer, "clock", lambda: issued_at + 3599.9)
     assert send_with(client, token).status_code == 200
-    monkeypatch.setattr(app.access.tokens, "time", SimpleNamespace(time=lambda: issued_at + 3600))
+    monkeypatch.setattr(signer, "clock", lambda: issued_at + 3600)
     assert_token_refused(send_with(client, token))
     assert len(fake_mobsms.received) == 2
 
@@ -415,11 +413,6 @@ def test_the_signer_accepts_a_token_until_its_expiry() -> None:
     assert signer.check(token) is None
     now[0] = 1_000_000
     assert TokenSigner(b"t" * 32, ttl=60, clock=lambda: now[0]).check(token) is None
-
-
-@pytest.fixture
-def reload_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app.access.resolution, "RELOAD_CHECK_SECONDS", 0)
 
 
 @pytest.mark.usefixtures("reload_at_once")

@@ -152,7 +152,7 @@ def _clients(make_app: Callable[..., Flask]) -> dict:
 
 
 # --- issue 12, item 7: bad bodies and headers, answered in the dialect (through gunicorn as well:
-# tests/test_bad_input_gunicorn.py) --------------------------------------------------------------------------
+# tests/fronts/test_bad_input_gunicorn.py) -------------------------------------------------------------------
 
 DEEP_JSON = b'{"apikey": "k", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
 DEEP_OBJECT = b'{"a": ' * 5000 + b"1" + b"}" * 5000

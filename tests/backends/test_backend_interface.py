@@ -14,8 +14,7 @@ from app.backends import BACKEND_NAMES, Backend, backend_class, webhook_source_n
 from app.config import ConfigError, Settings
 from app.errors import UnsupportedByBackend
 from app.vocabulary import Credential, CredentialSource, HttpCall
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.harness.gunicorn import ROOT
 
 
 def test_each_registered_backend_is_a_backend_of_the_name_it_is_registered_under() -> None:

@@ -1,0 +1,1 @@
+"""Tests of app/service/: failover and the circuit breaker, idempotency keys."""
