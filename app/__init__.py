@@ -15,6 +15,7 @@ from app.fronts import health, metrics, rate_limits, request_log, sandbox_consol
 from app.fronts.smsmobileapi import endpoints as rest_endpoints
 from app.fronts.smsmobileapi import oauth, rest, soap
 from app.service.bridge import init_app as init_runtime
+from app.service.context import begin
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -44,5 +45,22 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     upstream.on_call(request_log.note_upstream)  # upstream calls are told to whoever listens
     metrics.init_app(app)
+    _register_hooks(app)
     rate_limits.init_app(app, settings, per_client=state.access.managed)
     return app
+
+
+#: Every request hook, in the order it runs; no other module registers one. Before the view: the request's
+#: context (its id and clock), the body read whole (a broken one refused before anything reads it), a SOAP
+#: envelope checked before the limiter counts it, then flask-limiter's check, which rate_limits.init_app
+#: registers after these. After the view: the X-RateLimit-* headers, the log line, Connection: close.
+BEFORE_REQUEST = (begin, rest.read_body_first, soap.refuse_bad_envelope)
+AFTER_REQUEST = (rate_limits.limit_headers, request_log.finish, rest.close_after_malformed_body)
+
+
+def _register_hooks(app: Flask) -> None:
+    for hook in BEFORE_REQUEST:
+        app.before_request(hook)
+    # Flask runs after-request hooks in the reverse order of their registration.
+    for after in reversed(AFTER_REQUEST):
+        app.after_request(after)

@@ -93,6 +93,8 @@ class Access:
         self.tokens = tokens
         self.path = Path(settings.clients_file) if settings.clients_file else None
         self._lock = threading.Lock()
+        #: the monotonic clock the clients file's reload checks are timed by (a test gives its own)
+        self.clock: Callable[[], float] = time.monotonic
         self._checked = 0.0
         self._stamp: tuple[int, int] | None = None
         self._clients: dict[str, ClientEntry] = {}
@@ -188,6 +190,11 @@ class Access:
         self._reload_if_changed()
         return self._clients.get(name)
 
+    def entries(self) -> list[ClientEntry]:
+        """Return the managed clients, as the clients file says now."""
+        self._reload_if_changed()
+        return list(self._clients.values())
+
     def any_webhook(self) -> bool:
         """Say whether any client has a webhook target."""
         return any(entry.webhook for entry in self._clients.values())
@@ -209,10 +216,10 @@ class Access:
         return (entry.rate_limit if entry else None) or self._default_limit
 
     def _reload_if_changed(self) -> None:
-        if self.path is None or time.monotonic() - self._checked < RELOAD_CHECK_SECONDS:
+        if self.path is None or self.clock() - self._checked < RELOAD_CHECK_SECONDS:
             return
         with self._lock:
-            self._checked = time.monotonic()
+            self._checked = self.clock()
             try:
                 stat = self.path.stat()
             except OSError as exc:

@@ -51,11 +51,6 @@ class _ClockedSigner(TimestampSigner):
         return int(self.clock())
 
 
-def _system_clock() -> float:
-    # Looked up at each call, so that a test can move the module's clock.
-    return time.time()
-
-
 class TokenSigner:
     """Issue and check the bridge's access tokens; tag and verify webhook source URLs."""
 
@@ -67,14 +62,19 @@ class TokenSigner:
             raise ValueError(f"every token secret must be at least {MIN_SECRET_BYTES} bytes")
         self._keys = keys
         self.ttl = ttl
-        self._clock = clock or _system_clock
+        #: the wall clock tokens are issued and checked by (a test gives its own)
+        self.clock: Callable[[], float] = clock or time.time
         self._tokens = URLSafeTimedSerializer(
             keys,
             salt=TOKEN_SALT,
             signer=_ClockedSigner,
-            signer_kwargs={"clock": self._clock, "digest_method": hashlib.sha256},
+            signer_kwargs={"clock": self._now, "digest_method": hashlib.sha256},
         )
         self._sources = Signer(keys, salt=SOURCE_SALT, digest_method=hashlib.sha256)
+
+    def _now(self) -> float:
+        """Return the clock's time: read through the attribute, so that a clock set later is used."""
+        return self.clock()
 
     @classmethod
     def from_settings(cls, secret_keys: Sequence[bytes], data_dir: Path, ttl: int) -> TokenSigner:
@@ -99,7 +99,7 @@ class TokenSigner:
         client, proof = claims.get("sub"), claims.get("kh")
         if not isinstance(client, str) or not isinstance(proof, str):
             return None
-        age = self._clock() - issued.timestamp()
+        age = self.clock() - issued.timestamp()
         if not -MAX_CLOCK_SKEW <= age < self.ttl:
             return None
         return client, proof

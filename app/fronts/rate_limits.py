@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 
 from app.config import Settings
@@ -34,7 +34,7 @@ from app.fronts import webhook_sources
 from app.fronts.metrics import RATE_LIMITED
 from app.fronts.smsmobileapi import soap
 from app.fronts.smsmobileapi.rest import error_response, optional_credential
-from app.service import hash_key, is_token, limiter_storage, runtime
+from app.service import current, hash_key, is_token, limiter_storage, runtime
 
 #: how long a request may wait for Redis before its limit is counted in memory instead
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -54,11 +54,24 @@ class RateLimits:
             return False
 
 
+def limit_headers(response: Response) -> Response:
+    """Write the X-RateLimit-* headers of the limit this request was counted under (an after-request hook)."""
+    limits: RateLimits | None = current_app.extensions.get("smsbridge.limiter")
+    counted = limits.limiter.current_limit if limits is not None else None
+    if counted is not None:
+        reset, remaining = counted.window
+        response.headers["X-RateLimit-Limit"] = str(counted.limit.amount)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(int(reset) + 1)
+    return response
+
+
 def client_key() -> str:
     """Return the name this request is counted under (computed once per request)."""
-    key = g.get("limit_key")
+    ctx = current()
+    key = ctx.limit_key
     if key is None:
-        key = g.limit_key = _identify()
+        key = ctx.limit_key = _identify()
     return key
 
 
@@ -151,16 +164,6 @@ def init_app(app: Flask, settings: Settings, *, per_client: bool) -> RateLimits:
                 retry_after=wait,
             )
         )
-
-    @app.after_request
-    def limit_headers(response: Response) -> Response:
-        current = limiter.current_limit
-        if current is not None:
-            reset, remaining = current.window
-            response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
-            response.headers["X-RateLimit-Remaining"] = str(remaining)
-            response.headers["X-RateLimit-Reset"] = str(int(reset) + 1)
-        return response
 
     limits = RateLimits(limiter)
     app.extensions["smsbridge.limiter"] = limits

@@ -14,26 +14,21 @@ saw, so a client cannot choose its own by sending X-Forwarded-For.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
-import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from flask import Flask, Request, Response, g, has_request_context, request
+from flask import Flask, Request, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import redaction
+from app.service import current, current_or_none
 
 log = logging.getLogger("smsbridge.request")
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def mask_number(number: str) -> str:
@@ -52,12 +47,12 @@ def mask_number(number: str) -> str:
 
 def note_recipients(recipients: tuple[str, ...]) -> None:
     """Remember the request's recipients, masked, for its log line."""
-    g.log_recipients = [mask_number(r) for r in recipients[:20]]
+    current().recipients = [mask_number(r) for r in recipients[:20]]
 
 
 def note_outcome(outcome: str) -> None:
     """Say how the request ended (an error's name), for its log line."""
-    g.log_outcome = outcome
+    current().outcome = outcome
 
 
 _request_observers: list[Callable[[dict], None]] = []
@@ -80,65 +75,43 @@ def note_upstream(backend: str, status: int | None, seconds: float) -> None:
     """Count an upstream call, its status (None when no answer came) and its time."""
     for observer in _upstream_observers:
         observer(backend, seconds)
-    if not has_request_context():
+    context = current_or_none()
+    if context is None:
         return
-    g.upstream_calls = g.get("upstream_calls", 0) + 1
-    g.upstream_status = status
-    g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+    context.upstream_calls += 1
+    context.upstream_status = status
+    context.upstream_seconds = (context.upstream_seconds or 0.0) + seconds
 
 
-def _start() -> None:
-    g.log_started = time.perf_counter()
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.fullmatch(given) else new_request_id()
-
-
-def new_request_id() -> str:
-    """Return an id no other request has: 32 hex digits, a random one per process then a count.
-
-    Not uuid4: that reads 16 random bytes from the kernel on every request, and an id only has to be
-    unique, not secret.
-    """
-    pid = os.getpid()
-    if _ids[0] != pid:
-        _ids[:] = [pid, uuid.uuid4().hex[:16], itertools.count()]
-    return f"{_ids[1]}{next(_ids[2]):016x}"
-
-
-#: the process the ids below were made for, its random half, and its count
-_ids: list = [None, "", None]
-
-
-def _finish(response: Response) -> Response:
-    # One lookup of the request's context objects: each attribute read through the `g` and `request`
-    # proxies would look them up again (this runs on every request).
-    ctx = g._get_current_object()
-    # Flask types `request` as the Request it stands for, not as the proxy it is.
+def finish(response: Response) -> Response:
+    """Echo the request id and write the request's log line (an after-request hook)."""
+    ctx = current()
+    # Flask types `request` as the Request it stands for, not as the proxy it is; one lookup of it.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    response.headers["X-Request-ID"] = getattr(ctx, "request_id", "")
+    response.headers["X-Request-ID"] = ctx.request_id
     if req.path in _UNLOGGED_PATHS:
         return response
-    principal = getattr(ctx, "principal", None)
+    principal = ctx.principal
     status = response.status_code
-    upstream_seconds = getattr(ctx, "upstream_seconds", None)
+    upstream_seconds = ctx.upstream_seconds
     line = {
         "time": _timestamp(),
-        "request_id": getattr(ctx, "request_id", None),
+        "request_id": ctx.request_id,
         "client_ip": req.remote_addr,
         "method": req.method,
         "path": req.path,
         "dialect": _DIALECTS.get(req.blueprint or "", "rest"),
-        "operation": getattr(ctx, "soap_operation", None) or (req.endpoint or "").rpartition(".")[2] or None,
-        "client": principal.client if principal else getattr(ctx, "limit_key", None),
-        "backend": principal.backend.name if principal else getattr(ctx, "log_backend", None),
-        "recipients": getattr(ctx, "log_recipients", None),
-        "upstream_status": getattr(ctx, "upstream_status", None),
+        "operation": ctx.soap_operation or (req.endpoint or "").rpartition(".")[2] or None,
+        "client": principal.client if principal else ctx.limit_key,
+        "backend": principal.backend.name if principal else ctx.backend_name,
+        "recipients": ctx.recipients,
+        "upstream_status": ctx.upstream_status,
         "upstream_ms": None if upstream_seconds is None else round(upstream_seconds * 1000, 1),
-        "upstream_calls": getattr(ctx, "upstream_calls", 0),
-        "failover": getattr(ctx, "failover", None),
+        "upstream_calls": ctx.upstream_calls,
+        "failover": ctx.failover,
         "status": status,
-        "outcome": getattr(ctx, "log_outcome", None) or ("ok" if status < 400 else f"http_{status}"),
-        "ms": round((time.perf_counter() - getattr(ctx, "log_started", time.perf_counter())) * 1000, 1),
+        "outcome": ctx.outcome or ("ok" if status < 400 else f"http_{status}"),
+        "ms": round((time.perf_counter() - ctx.started) * 1000, 1),
     }
     log.info(json.dumps(line, separators=(",", ":")))
     for observer in _request_observers:
@@ -146,9 +119,9 @@ def _finish(response: Response) -> Response:
     return response
 
 
-def _timestamp() -> str:
-    """Return the time now as 2026-11-23T10:00:00.123Z (the part up to the second made once a second)."""
-    now = time.time()
+def _timestamp(now: float | None = None) -> str:
+    """Return the time (now by default) as 2026-11-23T10:00:00.123Z (the second's part made once a second)."""
+    now = time.time() if now is None else now
     second = int(now)
     return f"{_second_text(second)}.{int((now - second) * 1000):03d}Z"
 
@@ -164,11 +137,12 @@ _DIALECTS = {"soap": "soap", "oauth": "oauth"}
 
 
 def init_app(app: Flask, trusted_proxies: int) -> None:
-    """Log every request, and trust X-Forwarded-For only from the configured number of proxies."""
+    """Trust X-Forwarded-For only from the configured number of proxies; set up the request logger.
+
+    The line itself is written by `finish`, an after-request hook create_app registers.
+    """
     if trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies)  # type: ignore[method-assign]
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
-    app.after_request(_finish)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

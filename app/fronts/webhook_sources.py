@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
 from app.errors import CredentialRefused, InvalidParameter
 from app.fronts.smsmobileapi.dialect import parse_json
-from app.service import Runtime, backend_class, runtime, webhook_source_names
+from app.service import Runtime, backend_class, current, runtime, webhook_source_names
 from app.vocabulary import Credential, CredentialSource
 
 bp = Blueprint("webhook_sources", __name__, url_prefix="/webhooks")
@@ -51,9 +51,10 @@ def signed_source() -> tuple[str, str] | None:
     The limiter counts a source's posts under the pair (one count per source and client), and the view
     refuses any other URL: checked once per request (an HMAC and a client lookup), for both.
     """
-    if "signed_source" not in g:
-        g.signed_source = _signed_source()
-    return g.signed_source
+    ctx = current()
+    if ctx.signed_source is None:
+        ctx.signed_source = _signed_source() or ()
+    return ctx.signed_source or None
 
 
 def _signed_source() -> tuple[str, str] | None:

@@ -15,6 +15,7 @@ from app.access.tokens import is_token
 from app.backends import Backend, backend_class, webhook_source_names
 from app.errors import StorageUnavailable
 from app.service.bridge import Runtime, runtime
+from app.service.context import RequestContext, begin, current, current_or_none, new_request_id
 from app.service.delivery import deliver
 from app.service.idempotency import PARAMETER as IDEMPOTENCY_PARAMETER
 from app.service.idempotency import fingerprint, requested_key
@@ -35,13 +36,18 @@ __all__ = [
     "IDEMPOTENCY_PARAMETER",
     "Backend",
     "Principal",
+    "RequestContext",
     "Runtime",
     "backend_class",
+    "begin",
+    "current",
+    "current_or_none",
     "deliver",
     "fingerprint",
     "hash_key",
     "is_token",
     "limiter_storage",
+    "new_request_id",
     "requested_key",
     "runtime",
     "storage_unavailable",

@@ -25,11 +25,10 @@ import dataclasses
 import threading
 import time
 
-from flask import g, has_request_context
-
 from app.access.resolution import Principal
 from app.backends import Backend
 from app.errors import BackendError, BackendUnreachable, BridgeError
+from app.service.context import current_or_none
 from app.vocabulary import SendReceipt, SendRequest
 
 
@@ -104,7 +103,7 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
             raise
         except BridgeError:
             # The caller's error: the backend's answer (a refused number) when one came, else found first.
-            if _upstream_calls() > calls_before and g.get("upstream_status") is not None:
+            if _upstream_calls() > calls_before and _last_upstream_status() is not None:
                 verdict = breaker.succeeded
             raise
         finally:
@@ -123,9 +122,16 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
 
 def _upstream_calls() -> int:
     """Return how many upstream calls this request made so far (app/request_log.py counts them)."""
-    return g.get("upstream_calls", 0) if has_request_context() else 0
+    context = current_or_none()
+    return context.upstream_calls if context is not None else 0
+
+
+def _last_upstream_status() -> int | None:
+    context = current_or_none()
+    return context.upstream_status if context is not None else None
 
 
 def _note_failover(primary: Backend, why: str) -> None:
-    if has_request_context():
-        g.failover = {"from": primary.name, "why": why}
+    context = current_or_none()
+    if context is not None:
+        context.failover = {"from": primary.name, "why": why}

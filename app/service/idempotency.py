@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
-from flask import Response, g, request
+from flask import Response, request
 
 from app.errors import (
     IdempotencyInFlight,
@@ -38,6 +38,7 @@ from app.errors import (
     InvalidParameter,
     StorageUnavailable,
 )
+from app.service.context import current
 from app.state import IdempotencyStore, Record
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def requested_key(params: Mapping[str, str] | None = None) -> str | None:
     if key is not None and not _KEY.fullmatch(key):
         raise InvalidParameter(f"{HEADER} must be 1 to 255 visible ASCII characters")
     if key is not None:
-        g.idempotency_key = key
+        current().idempotency_key = key
     return key
 
 
@@ -84,10 +85,10 @@ class Idempotency:
     def hold(self) -> float:
         """Return how long this request's send may take: longer when its caller has a failover backend.
 
-        The caller is the request's resolved principal (`g.principal`); one not resolved yet may have a
-        failover, and gets the longer hold.
+        The caller is the request context's resolved principal; one not resolved yet may have a failover,
+        and gets the longer hold.
         """
-        caller = g.get("principal")
+        caller = current().principal
         if caller is not None and getattr(caller, "failover", None) is None:
             return self.wait
         return self.failover_wait
@@ -145,10 +146,11 @@ class Idempotency:
         return response
 
     def _first(self, scope: str, send: Callable[[], Response]) -> Response:
-        g.nothing_sent = False
+        context = current()
+        context.nothing_sent = False
         response = send()
         try:
-            if g.get("nothing_sent"):
+            if context.nothing_sent:
                 self.store.release(scope)
             else:
                 kept = [(k, v) for k, v in response.headers.items() if k in ("Retry-After",)]
@@ -165,7 +167,7 @@ class Idempotency:
             log.error(
                 "the idempotency record of this send could not be stored (%s); its answer (HTTP %s) "
                 "was given anyway, and a repeat with its key will answer idempotency_outcome_unknown",
-                error.__cause__ or error,
+                error.trouble,
                 response.status_code,
             )
         return response

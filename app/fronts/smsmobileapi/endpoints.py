@@ -11,7 +11,7 @@ import functools
 import time
 from collections.abc import Callable
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, jsonify
 
 from app.fronts.smsmobileapi import filters
 from app.fronts.smsmobileapi.conversations import conversations
@@ -25,7 +25,7 @@ from app.fronts.smsmobileapi.records import (
     whatsapp_entry,
 )
 from app.fronts.smsmobileapi.rest import http_call, parameters, passthrough_target, principal, verbatim
-from app.service import Principal
+from app.service import Principal, current
 
 bp = Blueprint("rest_endpoints", __name__)
 
@@ -43,7 +43,7 @@ def endpoint(path: str, *, error_style: str = "result") -> Callable[[View], View
     def register(view: View) -> View:
         @functools.wraps(view)
         def serve() -> Response:
-            g.error_style = error_style
+            current().error_style = error_style
             target = passthrough_target()
             if target is not None:
                 backend, upstream = target

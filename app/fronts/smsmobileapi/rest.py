@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.errors import (
@@ -32,7 +32,15 @@ from app.fronts.smsmobileapi.dialect import (
     send_result,
     split_recipients,
 )
-from app.service import IDEMPOTENCY_PARAMETER, Principal, deliver, fingerprint, requested_key, runtime
+from app.service import (
+    IDEMPOTENCY_PARAMETER,
+    Principal,
+    current,
+    deliver,
+    fingerprint,
+    requested_key,
+    runtime,
+)
 from app.service import storage_unavailable as unavailable
 from app.vocabulary import (
     MASKED_SECRET,
@@ -84,7 +92,7 @@ def _send(params: dict[str, str], caller: Principal) -> Response:
         options=SendOptions(**{name: params.get(name, "") for name in SendOptions.names()}),
         http=http_call() if _may_pass_through(caller) else None,
         reference=send_reference(),
-        idempotency_key=g.get("idempotency_key", ""),
+        idempotency_key=current().idempotency_key or "",
     )
     note_recipients(send.recipients)
     receipt = deliver(caller, send, runtime().breaker)
@@ -105,7 +113,7 @@ def _answer(view: Callable[..., Response], *args: object) -> Response:
     try:
         return view(*args)
     except BridgeError as error:
-        g.nothing_sent = error.nothing_sent
+        current().nothing_sent = error.nothing_sent
         return error_response(error)
     except sqlite3.OperationalError as error:
         # The bridge's own data (the sandbox's store, say) failed: that store was the send.
@@ -121,8 +129,9 @@ def parameters() -> dict[str, str]:
     Refuse, naming it, a query string over MAX_QUERY_BYTES and a value that is not UTF-8 (which
     werkzeug would otherwise turn into U+FFFD and send).
     """
-    if "params" in g:
-        return g.params
+    ctx = current()
+    if ctx.params is not None:
+        return ctx.params
     if len(request.query_string) > MAX_QUERY_BYTES:
         raise UriTooLong(f"the query string is over {MAX_QUERY_BYTES} bytes: POST the parameters instead")
     _check_utf8(request.query_string, "the query string")
@@ -130,7 +139,7 @@ def parameters() -> dict[str, str]:
         _check_utf8(request.get_data(), "the form body")
     params = request.args.to_dict()
     params.update(_body().items())
-    g.params = params
+    ctx.params = params
     return params
 
 
@@ -156,14 +165,16 @@ def credential() -> Credential:
 
 def send_reference() -> str:
     """Return the reference of this send: the caller's idempotency key, else the request id."""
-    return g.get("idempotency_key") or g.get("request_id") or ""
+    ctx = current()
+    return ctx.idempotency_key or ctx.request_id
 
 
 def principal() -> Principal:
     """Return the caller, resolved once per request; raise if it has no credential or a refused one."""
-    if "principal" not in g:
-        g.principal = runtime().access.resolve(credential())
-    return g.principal
+    ctx = current()
+    if ctx.principal is None:
+        ctx.principal = runtime().access.resolve(credential())
+    return ctx.principal
 
 
 def passthrough_target() -> tuple[Backend, Credential | None] | None:
@@ -171,7 +182,7 @@ def passthrough_target() -> tuple[Backend, Credential | None] | None:
     access = runtime().access
     if not access.managed:
         backend = runtime().backend
-        g.log_backend = backend.name
+        current().backend_name = backend.name
         return (backend, optional_credential()) if backend.passes_through else None
     caller = principal()
     return (caller.backend, caller.upstream) if caller.backend.passes_through else None
@@ -182,9 +193,11 @@ def optional_credential() -> Credential | None:
 
     The limiter names the client by it before the view asks for it again.
     """
-    if "credential" not in g:
-        g.credential = _read_credential()
-    return g.credential
+    ctx = current()
+    if not ctx.credential_read:
+        ctx.credential = _read_credential()
+        ctx.credential_read = True
+    return ctx.credential
 
 
 def _read_credential() -> Credential | None:
@@ -274,7 +287,7 @@ def _location_for_caller(location: str) -> str:
     client repeats on a redirect to the same host) gets the pair removed. A redirect to another host
     never gets the caller's key.
     """
-    own = g.get("credential")
+    own = current().credential
     state = runtime()
     if own is None or not state.access.managed:
         return location
@@ -301,9 +314,10 @@ def _body_pairs() -> list[tuple[str, str]]:
 
     Read once per request: the limiter, the access check and the view all ask for it.
     """
-    if "body_pairs" not in g:
-        g.body_pairs = _read_body_pairs()
-    return g.body_pairs
+    ctx = current()
+    if ctx.body_pairs is None:
+        ctx.body_pairs = _read_body_pairs()
+    return ctx.body_pairs
 
 
 def _read_body_pairs() -> list[tuple[str, str]]:
@@ -341,7 +355,7 @@ def error_response(error: BridgeError) -> Response:
         if error.retry_after is not None:
             fault.headers["Retry-After"] = str(error.retry_after)
         return fault
-    if g.get("error_style") == "success":
+    if current().error_style == "success":
         # conversation/sms/list answers {"success": false, "error": "..."}, as its docs show.
         response = jsonify(success=False, error=error.note, error_code=error.name)
     else:
@@ -360,7 +374,7 @@ class _MethodNotAllowed(CallerError):
     code, name, http_status = 41, "method_not_allowed", 405
 
 
-def _read_body_first() -> None:
+def read_body_first() -> None:
     """Read the whole body before anything else, and keep it, so that a broken one is refused by name.
 
     The form parser, the limiter and the views all read the kept bytes (an urlencoded body's are also
@@ -377,22 +391,21 @@ def _read_body_first() -> None:
     except Exception as exc:
         # Nothing of the body is logged: the exception's name is enough to tell the framing fault.
         log.info("unreadable request body on %s %s: %s", request.method, request.path, type(exc).__name__)
-        g.close_connection = True
+        current().close_connection = True
         raise MalformedBody(
             "the request body could not be read: its chunked framing is broken, or it was cut short"
         ) from None
 
 
-def _close_after_malformed_body(response: Response) -> Response:
-    if g.get("close_connection"):
+def close_after_malformed_body(response: Response) -> Response:
+    """Answer with Connection: close after a body that could not be read (an after-request hook)."""
+    if current().close_connection:
         response.headers["Connection"] = "close"
     return response
 
 
 def register_error_handlers(app: Flask) -> None:
     """Make every error, expected or not, an answer in the SMSMobileAPI dialect."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _read_body_first)
-    app.after_request(_close_after_malformed_body)
 
     @app.errorhandler(BridgeError)
     def bridge_error(error: BridgeError) -> Response:
@@ -423,7 +436,7 @@ def register_error_handlers(app: Flask) -> None:
 def storage_unavailable(error: sqlite3.OperationalError) -> StorageUnavailable:
     """Return the dialect's retryable 503 for a database that is locked, or a data disk that is full."""
     log.error("the bridge's data failed on %s %s: %s", request.method, request.path, error)
-    g.nothing_sent = True
+    current().nothing_sent = True
     return unavailable(error)
 
 

@@ -26,7 +26,7 @@ from typing import cast
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 from lxml import etree
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
@@ -43,7 +43,7 @@ from spyne.server.wsgi import WsgiApplication
 from app.errors import BridgeError
 from app.fronts.request_log import note_outcome, note_recipients
 from app.fronts.smsmobileapi.dialect import RESULT_FIELDS, check_key, require, send_result, split_recipients
-from app.service import deliver, requested_key, runtime, storage_unavailable
+from app.service import current, deliver, requested_key, runtime, storage_unavailable
 from app.vocabulary import Credential, CredentialSource, SendRequest
 
 log = logging.getLogger(__name__)
@@ -97,19 +97,20 @@ class SendSmsService(ServiceBase):
     )
     def sendSms(ctx, recipients, message, apikey):  # noqa: N802, N805 (the WSDL's names)
         """Send `message` to the comma-separated `recipients`; answer the REST result's fields."""
-        g.soap_operation = "sendSms"
+        context = current()
+        context.soap_operation = "sendSms"
         try:
             key = check_key(require("apikey", apikey))
-            if "principal" in g and g.get("principal_key") == key:
-                caller = g.principal  # resolved for this key before the idempotency claim
+            if context.principal is not None and context.principal_key == key:
+                caller = context.principal  # resolved for this key before the idempotency claim
             else:
                 caller = runtime().access.resolve(Credential(key, CredentialSource.SOAP))
-            g.principal = caller
+            context.principal = caller
             send = SendRequest(
                 credential=caller.upstream,
                 recipients=split_recipients(recipients or ""),
                 message=require("message", message),
-                reference=g.get("request_id", ""),
+                reference=context.request_id,
             )
             note_recipients(send.recipients)
             result = send_result(deliver(caller, send, runtime().breaker))
@@ -129,12 +130,13 @@ class SendSmsService(ServiceBase):
 def _fault(error: BridgeError) -> Fault:
     """Return the SOAP fault of a bridge error, noting the outcome (and Retry-After, for the answer)."""
     note_outcome(error.name)
-    g.nothing_sent = error.nothing_sent
+    context = current()
+    context.nothing_sent = error.nothing_sent
     if error.retry_after is not None:
-        g.soap_retry_after = error.retry_after
+        context.soap_retry_after = error.retry_after
     note = error.note
     if getattr(error, "outcome_unknown", False):
-        note += f" (reference: {g.get('request_id', '')})"
+        note += f" (reference: {context.request_id})"
     return Fault(faultcode=error.fault_code, faultstring=note)
 
 
@@ -201,7 +203,7 @@ def endpoint() -> Response:
     _resolve_caller(envelope.apikey)
     # The same envelope from the same client is the same send; parsed and written again, it is canonical.
     digest = hashlib.sha256(envelope.document()).hexdigest()
-    client = g.get("limit_key") or request.remote_addr or ""
+    client = current().limit_key or request.remote_addr or ""
     return runtime().idempotency.run(client, key, digest, lambda: _call_spyne(environ))
 
 
@@ -210,12 +212,13 @@ def _resolve_caller(apikey: str | None) -> None:
 
     A key refused here is refused again, in the dialect, when spyne runs sendSms (nothing is sent).
     """
-    if apikey is None or "principal" in g:
+    context = current()
+    if apikey is None or context.principal is not None:
         return
     with contextlib.suppress(BridgeError):
         key = check_key(apikey)
-        g.principal = runtime().access.resolve(Credential(key, CredentialSource.SOAP))
-        g.principal_key = key  # sendSms reuses the caller resolved for this very key
+        context.principal = runtime().access.resolve(Credential(key, CredentialSource.SOAP))
+        context.principal_key = key  # sendSms reuses the caller resolved for this very key
 
 
 @dataclass(frozen=True)
@@ -259,9 +262,10 @@ class EnvelopeRefused(Exception):
 
 def request_envelope() -> Envelope:
     """Return this SOAP call's envelope (parsed once per request), or raise EnvelopeRefused."""
-    found = g.get("soap_envelope")
+    context = current()
+    found = context.soap_envelope
     if found is None:
-        found = g.soap_envelope = _read_envelope()
+        found = context.soap_envelope = _read_envelope()
     if isinstance(found, EnvelopeRefused):
         raise found
     return found
@@ -342,7 +346,8 @@ def _call_spyne(environ: dict) -> Response:
     except Exception:
         log.exception("spyne failed on a SOAP request")
         return fault_response(*_INTERNAL_ERROR)
-    retry_after = g.pop("soap_retry_after", None)
+    context = current()
+    retry_after, context.soap_retry_after = context.soap_retry_after, None
     if retry_after is not None:
         # A fault worth retrying (storage trouble, a rate limit) says when, as the REST answer does.
         response.headers["Retry-After"] = str(retry_after)
@@ -351,7 +356,9 @@ def _call_spyne(environ: dict) -> Response:
 
 def fault_response(code: str, string: str) -> Response:
     """Return a SOAP 1.1 Fault made by the bridge itself, before spyne has read the request."""
-    g.setdefault("log_outcome", _fault_outcome(code))
+    context = current()
+    if context.outcome is None:
+        context.outcome = _fault_outcome(code)
     envelope = (
         "<?xml version='1.0' encoding='UTF-8'?>"
         '<soap11env:Envelope xmlns:soap11env="http://schemas.xmlsoap.org/soap/envelope/">'
@@ -541,8 +548,6 @@ def init_app(app: Flask, public_url: str) -> None:
     """Build the WSDL and spyne's application once, and register the routes."""
     app.extensions["smsbridge.soap"] = _SoapState(public_url)
     app.register_blueprint(bp)
-    # At the application's level, not the blueprint's: before the limiter's own before_request.
-    app.before_request(refuse_bad_envelope)
     # spyne logs every fault with a traceback (ERROR, on spyne.application and its children) and warns
     # on each answer that its response class is "customized". A fault is an answer, not the operator's
     # error; sendSms logs what is unexpected itself.
