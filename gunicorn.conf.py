@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import sys
+from collections.abc import Callable
 
 # Metrics are summed over the workers through files in this directory (prometheus_client's
 # multiprocess mode). It must be set before anything imports prometheus_client, so before the app.
@@ -129,12 +130,14 @@ from app import redaction  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 from app.config import ConfigError, Settings  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR)
 
 
-def _check_urls_in_a_child() -> None:
-    """Check the webhook URL as the workers will, in a forked child: the master must not import urllib3.
+def _in_a_child(work: Callable[[], object], failed: str) -> None:
+    """Run `work` in a forked child: the master must import neither urllib3 nor psycopg.
 
     Parsing a URL imports urllib3 (the HTTP client's own parser); imported in the master, it would reach
-    every worker before gevent patched ssl and keep the blocking ssl there. The child checks, says what
-    is wrong through a pipe, and exits; the master stops with that one line, as for any other setting.
+    every worker before gevent patched ssl and keep the blocking ssl there. psycopg likewise chooses, when
+    imported, whether it waits cooperatively. The child works, says what is wrong through a pipe, and
+    exits; the master stops with that one line (`failed` when the child could not say), as for any
+    other setting.
     """
     read, write = os.pipe()
     pid = os.fork()
@@ -142,8 +145,8 @@ def _check_urls_in_a_child() -> None:
         os.close(read)
         code = 0
         try:
-            Settings.from_env()
-        except ConfigError as error:
+            work()
+        except (ConfigError, RuntimeError) as error:
             os.write(write, str(error).encode()[:65536])
             code = 1
         except BaseException:  # nothing may escape a forked child
@@ -156,7 +159,7 @@ def _check_urls_in_a_child() -> None:
     os.close(read)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"smsbridge: {said.decode(errors='replace') or 'the settings could not be checked'}")
+        raise SystemExit(f"smsbridge: {said.decode(errors='replace') or failed}")
 
 
 try:
@@ -165,7 +168,7 @@ try:
 except ConfigError as error:
     raise SystemExit(f"smsbridge: {error}") from None
 if _settings.webhook_url:
-    _check_urls_in_a_child()
+    _in_a_child(Settings.from_env, "the settings could not be checked")
 
 bind = os.environ.get("SMSBRIDGE_BIND", "0.0.0.0:8080")
 # One worker per core by default (SMSBRIDGE_WORKERS): a worker is held to one core by the GIL. Their
@@ -219,10 +222,14 @@ def on_starting(server: object) -> None:
     from app import startup
 
     try:
-        startup.prepare(_settings)
+        startup.prepare(_settings, migrate_shared=False)
     except ConfigError as error:
         # Said in one line, as an invalid setting is, not as a traceback.
         raise SystemExit(f"smsbridge: {error}") from None
+    from app.state import shared_state
+
+    if shared_state(_settings):  # psycopg only in a forked child: never imported in the master
+        _in_a_child(lambda: startup.migrate_or_say(_settings), "the shared state could not be prepared")
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)

@@ -483,7 +483,7 @@ def _settings() -> Settings:
 @contextlib.contextmanager
 def _event_store() -> Iterator[Outbox]:
     """Yield the webhook event store, closed after; every failure to open or use it said in one line."""
-    from app.state import outbox
+    from app.state import close_shared_state, outbox
 
     settings = _settings()
     data_dir = settings.data_dir
@@ -496,8 +496,11 @@ def _event_store() -> Iterator[Outbox]:
             ) from None
         except sqlite3.Error as exc:
             raise CliError(f"the webhook event store in {data_dir} cannot be opened ({exc})") from None
-        with contextlib.closing(store):
-            yield store
+        try:
+            with contextlib.closing(store):
+                yield store
+        finally:
+            close_shared_state()
 
 
 @contextlib.contextmanager

@@ -50,6 +50,9 @@ class Settings:
     clients_file: str | None = None
     rate_limit: str = "120/minute"
     ratelimit_storage: str = "sqlite://"
+    #: where the state that must never be lost or repeated lives: SQLite files in the data directory, or
+    #: a PostgreSQL database several hosts share (its URL may hold a password: never shown)
+    state_url: str = field(default="sqlite://", repr=False)
     #: the first part of every count's name in the storage: bridges sharing a Redis share counts
     #: only when they share the prefix
     ratelimit_key_prefix: str = "smsbridge"
@@ -75,6 +78,8 @@ class Settings:
     #: delivered webhook events are purged this long after delivery (dead ones are kept)
     webhook_retention_days: float = 7.0
     metrics_token: str | None = field(default=None, repr=False)
+    #: closes the web inbox (sandbox) and opens the operator console with any other backend
+    ui_password: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
 
     @classmethod
@@ -127,6 +132,21 @@ class Settings:
         if self.clients_file and not Path(self.clients_file).is_file():
             raise ConfigError(f"{env_name('clients_file')}={self.clients_file!r}: no such file")
         _check_ratelimit_storage(self.ratelimit_storage)
+        if self.ratelimit_storage == "postgresql://" and not self.state_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError(
+                f"{env_name('ratelimit_storage')}=postgresql:// counts in {env_name('state_url')}'s "
+                "database, which is not PostgreSQL: set it, or give the counts' database in full"
+            )
+        _check_state_url(self.state_url)
+        if self.state_url != "sqlite://" and self.token_secret is None:
+            raise ConfigError(
+                f"{env_name('state_url')} names a PostgreSQL database several hosts share, so "
+                f"{env_name('token_secret')} must be set, to the same value on every host: unset, each host "
+                "makes its own secret in its data directory, and a token or webhook URL one host gives out "
+                "is refused by the others"
+            )
         if not _KEY_PREFIX.fullmatch(self.ratelimit_key_prefix):
             raise ConfigError(
                 f"{env_name('ratelimit_key_prefix')}={self.ratelimit_key_prefix!r}: expected 1 to 64 "
@@ -307,7 +327,14 @@ def split_token_secret(value: str) -> list[bytes]:
 
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: the rate-limit storages: each scheme, and whether its URI names a server
-_RATELIMIT_SCHEMES = {"sqlite": False, "memory": False, "redis": True, "rediss": True, "redis+sentinel": True}
+_RATELIMIT_SCHEMES = {
+    "sqlite": False,
+    "memory": False,
+    "redis": True,
+    "rediss": True,
+    "redis+sentinel": True,
+    "postgresql": True,
+}
 
 
 def _check_ratelimit_storage(uri: str) -> None:
@@ -315,10 +342,32 @@ def _check_ratelimit_storage(uri: str) -> None:
     needs_server = _RATELIMIT_SCHEMES.get(parts.scheme)
     # sqlite:// and memory:// take nothing more: the file's place is the data directory's.
     valid = bool(parts.netloc) if needs_server else uri == f"{parts.scheme}://"
+    if uri == "postgresql://":
+        valid = True  # the shared state's database: checked against SMSBRIDGE_STATE_URL in validate()
     if needs_server is None or not valid:
+        # Not the value itself: a URL may hold a password.
         raise ConfigError(
-            f"{env_name('ratelimit_storage')}={uri!r}: expected sqlite:// (a file in the data directory), "
-            "memory:// or redis://HOST:PORT (also rediss:// or redis+sentinel://)"
+            f"{env_name('ratelimit_storage')} ({parts.scheme or 'no scheme'}://...): expected sqlite:// (a "
+            "file in the data directory), memory://, redis://HOST:PORT (also rediss://, redis+sentinel://) "
+            "or postgresql://[USER@HOST:PORT/DATABASE] (bare: SMSBRIDGE_STATE_URL's database)"
+        )
+
+
+def _check_state_url(url: str) -> None:
+    """Raise ConfigError unless `url` is sqlite:// or a postgresql:// URL (never echo it: it may hold a
+    password)."""
+    if url == "sqlite://":
+        return
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("postgresql", "postgres") and bool(parts.netloc or parts.path.strip("/"))
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"{env_name('state_url')} is neither sqlite:// (files in the data directory, one host) nor "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (one database several hosts share)"
         )
 
 

@@ -32,6 +32,17 @@ A row with `held_keys` first adds that many held keys (answered, within their TT
 sends leaves them) to the bridge's idempotency table, then measures: its ratio against the same row on
 a table holding only its own keys shows whether a send slows as the table grows.
 
+Rows on PostgreSQL (target "bridge-pg") run bridges whose state is in one throwaway cluster on 127.0.0.1
+(bench/pg_cluster.py: tests/harness/postgres.py's, started before the first row when any is chosen,
+stopped by its postmaster's PID after every bridge): SMSBRIDGE_STATE_URL=postgresql://..., one
+SMSBRIDGE_TOKEN_SECRET for all, a data directory each. `rest-keyed-pg` is `rest-keyed` on it (its ratio:
+PostgreSQL against SQLite); `two-hosts-pg` (`Scenario.hosts`) runs two such bridges, each a gunicorn
+master with the same workers, and deals wrk's threads out to them (request.lua's BENCH_HOSTS; the same
+connections in all, half on each). Its ratio against `rest-keyed-pg` is what one more host adds, a lower
+bound here: both bridges share the machine's cores with wrk, the fake and PostgreSQL. "pg cpu us/req" is
+the cluster's CPU time per answered request (the postmaster, its backends and background processes,
+those that exited during the run included), beside the bridges' workers' in "cpu us/req".
+
 A scenario is one row: add one to `SCENARIOS` (and a service to `Stack` if it needs a new server) to
 add a row; columns come from `COLUMNS`.
 """
@@ -59,8 +70,13 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlencode
+
+import pg_cluster  # bench/pg_cluster.py: bench/ is the script's directory, first on sys.path
+
+if TYPE_CHECKING:
+    from tests.harness.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -158,7 +174,8 @@ class Scenario:
     """One row of the table: a request wrk repeats against one of the services `Stack` runs."""
 
     name: str
-    #: the service that answers: "bridge" or "upstream" (see `Stack.serving`)
+    #: the service that answers: "bridge", "bridge-pg" (state on PostgreSQL), "bare" or "upstream"
+    #: (see `Stack.serving_all`)
     target: str
     method: str
     path: str
@@ -184,6 +201,8 @@ class Scenario:
     keyed: bool = False
     #: held keys added to the bridge's idempotency table before the row is measured
     held_keys: int = 0
+    #: bridges (gunicorn masters, each with its data directory) sharing the load: "bridge-pg" only
+    hosts: int = 1
 
 
 SOAP_ENVELOPE = (
@@ -260,6 +279,12 @@ REST_KEYED = replace(
 )
 #: the issue's measure: as many held keys as a busy day leaves, then the same keyed sends
 HELD_KEYS = 100_000
+#: the target of the rows whose bridges keep their state on the run's PostgreSQL cluster
+PG_TARGET = "bridge-pg"
+#: keyed sends by a bridge whose state is on PostgreSQL (one cluster on 127.0.0.1, started by the run)
+REST_KEYED_PG = replace(REST_KEYED, name="rest-keyed-pg", target=PG_TARGET, baseline="rest-keyed")
+#: the row of two bridges sharing that PostgreSQL; its ratio is what one more host adds
+TWO_HOSTS_PG = "two-hosts-pg"
 
 SCENARIOS: tuple[Scenario, ...] = (
     BARE,
@@ -283,6 +308,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     REST_KEYED,
     # A keyed send must not slow down as held keys pile up (a full scan per send did: 3.8 ms to 6.9 ms).
     replace(REST_KEYED, name="rest-keyed-100k", held_keys=HELD_KEYS, baseline="rest-keyed", min_ratio=0.9),
+    # The same keyed sends with the state on PostgreSQL (SMSBRIDGE_STATE_URL), against SQLite's.
+    REST_KEYED_PG,
+    # Two bridges on that PostgreSQL, wrk's threads split between them: what one more host adds.
+    replace(REST_KEYED_PG, name=TWO_HOSTS_PG, hosts=2, baseline=REST_KEYED_PG.name),
 )
 
 #: not a row of the table but its own measure (the bridge's resident memory), chosen with -s like a row
@@ -425,23 +454,76 @@ class Stack:
         self.bare_app: tuple[Service, int] | None = None
         #: the data directory of each gunicorn started, by its service's name
         self.data_dirs: dict[str, Path] = {}
+        #: the PostgreSQL cluster of the shared-state rows, and the bridges keeping their state there
+        self.postgres: PostgresServer | None = None
+        self.state_url = ""
+        self.pg_bridges: list[tuple[Service, int]] = []
+        #: one secret for every bridge on the shared state, as SMSBRIDGE_TOKEN_SECRET must be
+        self.token_secret = os.urandom(32).hex()
 
     def serving(self, scenario: Scenario) -> tuple[Service, int]:
-        """Return the service and port that answer `scenario`, starting them if needed."""
+        """Return the (first) service and port that answer `scenario`, starting them if needed."""
+        return self.serving_all(scenario)[0]
+
+    def serving_all(self, scenario: Scenario) -> list[tuple[Service, int]]:
+        """Return the services and ports that answer `scenario` (several for `hosts`), starting them."""
+        if scenario.hosts > 1 and scenario.target != PG_TARGET:
+            raise BenchError(f"scenario {scenario.name}: only {PG_TARGET} rows run on several hosts")
         if scenario.target == "upstream":
-            return self.upstream(scenario.upstream_latency_ms)
+            return [self.upstream(scenario.upstream_latency_ms)]
         if scenario.target == "bridge":
-            return self.bridge(scenario.upstream_latency_ms)
+            return [self.bridge(scenario.upstream_latency_ms)]
+        if scenario.target == PG_TARGET:
+            return [self.pg_bridge(scenario.upstream_latency_ms, host) for host in range(scenario.hosts)]
         if scenario.target == "bare":
-            return self.bare()
+            return [self.bare()]
         raise BenchError(f"scenario {scenario.name}: no service named {scenario.target!r}")
 
     def services(self) -> list[Service]:
-        """Return every service started so far."""
-        started = [*self.bridges.values(), *self.upstreams.values()]
+        """Return every service started so far (not the PostgreSQL cluster: see `postgres_pids`)."""
+        started = [*self.bridges.values(), *self.pg_bridges, *self.upstreams.values()]
         if self.bare_app is not None:
             started.append(self.bare_app)
         return [service for service, _ in started]
+
+    def shared_state(self) -> str:
+        """Start the PostgreSQL cluster once, with an empty database; return the database's URL."""
+        if self.postgres is None:
+            try:
+                server = pg_cluster.start_cluster(self.workdir / "postgres")
+            except RuntimeError as error:  # the harness's PostgresStartError too
+                raise BenchError(f"PostgreSQL: {error}") from error
+            # Stopped (by its postmaster's PID) after every bridge, whose exits were registered later.
+            self.exits.callback(server.close)
+            self.postgres = server
+            self.state_url = server.create_database("bench")
+        return self.state_url
+
+    def pg_bridge(self, latency_ms: float, host: int) -> tuple[Service, int]:
+        """Return bridge number `host` (from 0) on the shared state, starting it and those before it."""
+        while len(self.pg_bridges) <= host:
+            state_url = self.shared_state()
+            _, upstream_port = self.upstream(latency_ms)
+            number = len(self.pg_bridges) + 1
+            self.pg_bridges.append(
+                self.gunicorn(
+                    f"bridge {number} on PostgreSQL ({latency_ms:g}ms upstream)",
+                    BRIDGE_APP,
+                    f"bridge-pg{number}-{latency_ms:g}ms",
+                    upstream_port,
+                    "/healthz",
+                    {"SMSBRIDGE_STATE_URL": state_url, "SMSBRIDGE_TOKEN_SECRET": self.token_secret},
+                )
+            )
+        return self.pg_bridges[host]
+
+    def postgres_pids(self) -> list[int]:
+        """Return the PostgreSQL cluster's running processes, if it was started."""
+        return pg_cluster.cluster_pids(self.postgres) if self.postgres is not None else []
+
+    def postgres_cpu_s(self) -> float:
+        """Return the CPU seconds the PostgreSQL cluster has used so far (0 if it was never started)."""
+        return pg_cluster.cluster_cpu_s(self.postgres) if self.postgres is not None else 0.0
 
     def upstream(self, latency_ms: float) -> tuple[Service, int]:
         if latency_ms not in self.upstreams:
@@ -488,7 +570,13 @@ class Stack:
         return self.bare_app
 
     def gunicorn(
-        self, name: str, app: str, tag: str, upstream_port: int, ready_path: str
+        self,
+        name: str,
+        app: str,
+        tag: str,
+        upstream_port: int,
+        ready_path: str,
+        extra_env: dict[str, str] | None = None,
     ) -> tuple[Service, int]:
         """Start `app` under gunicorn with the repo's config and the bridge's environment, once it serves."""
         port = free_port()
@@ -498,7 +586,7 @@ class Stack:
             name,
             gunicorn_argv(self.gunicorn_args, app),
             self.workdir / f"{tag}.log",
-            env=bridge_env(port, upstream_port, data_dir),
+            env={**bridge_env(port, upstream_port, data_dir), **(extra_env or {})},
         )
         self.data_dirs[name] = data_dir
         # gunicorn waits up to graceful_timeout for requests in flight; an idle one stops at once.
@@ -515,11 +603,11 @@ class Stack:
         return service, port
 
     def workers(self, scenario: Scenario) -> list[int]:
-        """Return the gunicorn worker pids behind `scenario`, or [] when gunicorn does not answer it."""
-        if scenario.target not in ("bridge", "bare"):
+        """Return the gunicorn worker pids behind `scenario` (every host's), or [] when gunicorn does not
+        answer it."""
+        if scenario.target not in ("bridge", PG_TARGET, "bare"):
             return []
-        service, _ = self.serving(scenario)
-        return sorted(children(service.pid))
+        return [pid for service, _ in self.serving_all(scenario) for pid in sorted(children(service.pid))]
 
     def pids(self) -> list[int]:
         """Return the pids of every running service, workers included."""
@@ -614,12 +702,14 @@ class CpuMeter:
         self.machine = _machine_cpu_s()
         self.ours = self._ours()
         self.workers = {pid: _process_cpu_s([pid]) for pid in workers}
+        self.postgres = stack.postgres_cpu_s()
 
     def _ours(self) -> float:
         children_usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
         self_usage = resource.getrusage(resource.RUSAGE_SELF)
         return (
             _process_cpu_s(self.stack.pids())
+            + self.stack.postgres_cpu_s()
             + children_usage.ru_utime
             + children_usage.ru_stime
             + self_usage.ru_utime
@@ -637,14 +727,20 @@ class CpuMeter:
         elapsed = time.monotonic() - self.start
         return [(_process_cpu_s([pid]) - start) / elapsed for pid, start in self.workers.items()]
 
+    def postgres_cores(self) -> float | None:
+        """Return the cores the PostgreSQL cluster used since the meter started, or None without one."""
+        if self.stack.postgres is None:
+            return None
+        return (self.stack.postgres_cpu_s() - self.postgres) / (time.monotonic() - self.start)
 
-def connections_per_process(pids: list[int], port: int) -> list[int]:
-    """Return how many established TCP connections to local `port` each of `pids` holds."""
+
+def connections_per_process(pids: list[int], ports: Sequence[int]) -> list[int]:
+    """Return how many established TCP connections to one of local `ports` each of `pids` holds."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port, state, inode = int(fields[1].rpartition(":")[2], 16), fields[3], fields[9]
-        if local_port == port and state == "01":  # 01: ESTABLISHED
+        if local_port in ports and state == "01":  # 01: ESTABLISHED
             inodes.add(f"socket:[{inode}]")
     counts = []
     for pid in pids:
@@ -703,7 +799,7 @@ class WrkRun:
 
 def run_wrk(
     scenario: Scenario,
-    port: int,
+    port: int | Sequence[int],
     workdir: Path,
     seconds: float,
     connections: int,
@@ -711,7 +807,18 @@ def run_wrk(
     timeout: float,
     midway: Callable[[], None] | None = None,
 ) -> WrkRun:
-    """Run wrk with `scenario`'s request against `port` and return its summary; call `midway` halfway."""
+    """Run wrk with `scenario`'s request against `port` and return its summary; call `midway` halfway.
+
+    With several ports, wrk's threads are dealt out to them in turn (request.lua's BENCH_HOSTS), each
+    thread keeping its connections on its port: the threads are rounded up to a multiple of the ports.
+    """
+    ports = [port] if isinstance(port, int) else list(port)
+    if len(ports) > 1:
+        threads = -(-max(threads, len(ports)) // len(ports)) * len(ports)
+        if connections < threads:
+            raise BenchError(
+                f"{scenario.name}: {connections} connections cannot be shared by {threads} threads"
+            )
     body_file = workdir / f"{scenario.name}.body"
     body_file.write_bytes(scenario.body)
     env = dict(os.environ)
@@ -722,6 +829,7 @@ def run_wrk(
         # A prefix of its own per wrk run: a warm-up's keys are never the measured run's.
         BENCH_KEY_HEADER="Idempotency-Key" if scenario.keyed else "",
         BENCH_KEY_PREFIX=f"{scenario.name}-{time.time_ns()}",
+        BENCH_HOSTS=",".join(f"{HOST}:{p}" for p in ports) if len(ports) > 1 else "",
     )
     argv = [
         "wrk",
@@ -732,7 +840,7 @@ def run_wrk(
         "--latency",
         "-s",
         str(BENCH / "request.lua"),
-        f"http://{HOST}:{port}{scenario.path}",
+        f"http://{HOST}:{ports[0]}{scenario.path}",
     ]
     process = subprocess.Popen(
         argv,
@@ -799,6 +907,8 @@ class Row:
     worker_cores: list[float] = field(default_factory=list)
     #: the keys the idempotency table held when the measure began (rows with `held_keys`)
     held_keys: int | None = None
+    #: cores the PostgreSQL cluster used on average during the measured run (rows on PostgreSQL)
+    postgres_cores: float | None = None
 
 
 def cpu_us_per_request(row: Row) -> float | None:
@@ -806,6 +916,13 @@ def cpu_us_per_request(row: Row) -> float | None:
     if not row.worker_cores or not row.run or not row.run.rps:
         return None
     return sum(row.worker_cores) / row.run.rps * 1e6
+
+
+def postgres_us_per_request(row: Row) -> float | None:
+    """Return the PostgreSQL cluster's CPU time per answered request, in microseconds (rows on it)."""
+    if row.postgres_cores is None or not row.run or not row.run.rps:
+        return None
+    return row.postgres_cores / row.run.rps * 1e6
 
 
 def judge(row: Row, base: Row | None) -> list[Verdict]:
@@ -863,6 +980,7 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("conns/worker", lambda r: "/".join(map(str, r.worker_connections)) or "-"),
     ("cores/worker", lambda r: "/".join(f"{c:.2f}" for c in r.worker_cores) or "-"),
     ("cpu us/req", lambda r: _number(cpu_us_per_request(r), 0)),
+    ("pg cpu us/req", lambda r: _number(postgres_us_per_request(r), 0)),
     ("held keys", lambda r: "-" if r.held_keys is None else f"{r.held_keys:,}"),
     ("checks", lambda r: "FAIL" if r.problems else "ok"),
     ("other cpu", lambda r: "-" if r.other_cores is None else f"{r.other_cores:.0%}"),
@@ -957,37 +1075,49 @@ def measure(scenario: Scenario, stack: Stack, args: argparse.Namespace, workdir:
     """Check one request, warm up, measure, and check what the measured run did."""
     connections = scenario.connections or args.connections
     row = Row(scenario, connections)
-    service, port = stack.serving(scenario)
+    served = stack.serving_all(scenario)
+    service, _ = served[0]
+    ports = [port for _, port in served]
     if scenario.held_keys:
         row.held_keys = hold_keys(stack.data_dirs[service.name], scenario.held_keys)
 
-    problem = check_once(scenario, port)
-    if problem:
-        row.problems.append(f"the request before the run failed: {problem}")
+    # Every host answers on its own before the run and after it.
+    problems = [(port, check_once(scenario, port)) for port in ports]
+    row.problems.extend(
+        f"the request before the run failed{_on(port, ports)}: {p}" for port, p in problems if p
+    )
+    if row.problems:
         return row
     if args.warmup > 0:
-        run_wrk(scenario, port, workdir, args.warmup, connections, args.threads, args.timeout)
+        run_wrk(scenario, ports, workdir, args.warmup, connections, args.threads, args.timeout)
     counts_sends = scenario.one_send_per_request
     before = stack.upstream_sends(scenario) if counts_sends else 0
     workers = stack.workers(scenario)
     meter = CpuMeter(stack, workers)
 
     def count_connections() -> None:
-        row.worker_connections = connections_per_process(workers, port) if workers else []
+        row.worker_connections = connections_per_process(workers, ports) if workers else []
 
     row.run = run_wrk(
-        scenario, port, workdir, args.duration, connections, args.threads, args.timeout, count_connections
+        scenario, ports, workdir, args.duration, connections, args.threads, args.timeout, count_connections
     )
     row.other_cores = meter.others()
     row.worker_cores = meter.worker_cores()
+    row.postgres_cores = meter.postgres_cores() if scenario.target == PG_TARGET else None
     row.problems.extend(wrk_problems(row.run))
     if counts_sends:
         row.upstream_sends = stack.upstream_sends(scenario) - before
         row.problems.extend(send_problems(row.run.requests, row.upstream_sends, connections))
-    problem = check_once(scenario, port)
-    if problem:
-        row.problems.append(f"the request after the run failed: {problem}")
+    for port in ports:
+        problem = check_once(scenario, port)
+        if problem:
+            row.problems.append(f"the request after the run failed{_on(port, ports)}: {problem}")
     return row
+
+
+def _on(port: int, ports: list[int]) -> str:
+    """Name the host on `port` when a row has several."""
+    return f" on host {ports.index(port) + 1} (port {port})" if len(ports) > 1 else ""
 
 
 def rss_kib(pid: int) -> int | None:
@@ -1095,6 +1225,23 @@ def targets_summary(rows: list[Row], memory: MemoryRow | None) -> str:
     return line + " (targets are reported; only the checks set the exit status)"
 
 
+def one_more_host(rows: list[Row]) -> str | None:
+    """Say what one more host adds, when a row of several bridges ran beside its one-bridge baseline."""
+    for row in rows:
+        if row.scenario.hosts < 2:
+            continue
+        cores = len(os.sched_getaffinity(0))
+        if row.ratio is None:
+            return f"one more host adds: ? ({row.scenario.name} ran without {row.scenario.baseline})"
+        return (
+            f"one more host adds: {row.ratio:.2f}x ({row.scenario.name} req/s / "
+            f"{row.scenario.baseline} req/s); its {row.scenario.hosts} bridges, wrk, the fake and "
+            f"PostgreSQL share this machine's {cores} cores, so this is a lower bound: hosts of their own "
+            "would each bring their own cores"
+        )
+    return None
+
+
 def describe_machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1189,6 +1336,10 @@ def save(rows: list[Row], memory: MemoryRow | None, args: argparse.Namespace, he
                 "worker_connections": row.worker_connections,
                 "worker_cores": row.worker_cores,
                 "held_keys": row.held_keys,
+                "hosts": row.scenario.hosts,
+                "state": "postgresql" if row.scenario.target == PG_TARGET else "sqlite",
+                "postgres_cores": row.postgres_cores,
+                "postgres_cpu_us_per_request": postgres_us_per_request(row),
                 "problems": row.problems,
             }
             for row in rows
@@ -1241,6 +1392,17 @@ def main(argv: list[str] | None = None) -> int:
             f"load:    wrk -t{args.threads} -c{args.connections} (per row: conns), {args.duration:g} s "
             f"measured after {args.warmup:g} s warm-up, per scenario"
         )
+        pg_rows = [s.name for s in args.chosen if s.target == PG_TARGET]
+        if pg_rows:
+            # Started before the rows, so that a machine without PostgreSQL says so at once.
+            stack.shared_state()
+            assert stack.postgres is not None
+            header += (
+                f"\npg:      PostgreSQL {stack.postgres.bin.parent.name} for {', '.join(pg_rows)}: one "
+                f"throwaway cluster on {HOST} (tests/harness/postgres.py: fsync and synchronous_commit off), "
+                "SMSBRIDGE_STATE_URL=postgresql://..., one SMSBRIDGE_TOKEN_SECRET; each bridge has its own "
+                "data directory and the same workers"
+            )
         if args.memory:
             header += (
                 f"\nmemory:  the fast bridge's VmRSS after {args.warmup:g} s warm-up of rest-get and of "
@@ -1276,6 +1438,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"\n{targets_summary(rows, memory)}")
+    added = one_more_host(rows)
+    if added:
+        print(f"\n{added}")
     busy = [row for row in rows if row.other_cores is not None and row.other_cores > OTHER_CPU_WARNING]
     if busy:
         print(

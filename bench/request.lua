@@ -5,6 +5,8 @@
 --   BENCH_HEADERS    "Name: value" lines, separated by newlines (optional)
 --   BENCH_KEY_HEADER a header given a value of its own on every request, e.g. Idempotency-Key (optional)
 --   BENCH_KEY_PREFIX what those values start with, unique to the run; then the thread and request numbers
+--   BENCH_HOSTS      "HOST:PORT,HOST:PORT...": several servers, wrk's threads dealt out to them in turn
+--                    (each thread keeps its connections on its server); unset: the URL's server only
 --
 -- wrk loads this file once per thread and once more for `done`, so every state sets the request itself.
 
@@ -25,10 +27,24 @@ for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
 end
 
 -- Numbered threads, for keys unique across them: setup runs in the main state, each thread gets its `id`.
+-- With BENCH_HOSTS, thread n connects to the ((n - 1) mod hosts + 1)th server instead of the URL's.
 local threads_made = 0
+local addrs = nil
 function setup(thread)
   threads_made = threads_made + 1
   thread:set("id", threads_made)
+  local hosts = os.getenv("BENCH_HOSTS")
+  if hosts and hosts ~= "" then
+    if not addrs then
+      addrs = {}
+      for host, port in string.gmatch(hosts, "([^,]+):(%d+)") do
+        local found = wrk.lookup(host, port)
+        assert(found and #found > 0, "BENCH_HOSTS: cannot resolve " .. host .. ":" .. port)
+        table.insert(addrs, found[1])
+      end
+    end
+    thread.addr = addrs[(threads_made - 1) % #addrs + 1]
+  end
 end
 
 local key_header = os.getenv("BENCH_KEY_HEADER")

@@ -1,24 +1,22 @@
-"""The built-in sandbox: behaves like an account with one connected phone, keeps everything in SQLite.
+"""The built-in sandbox: behaves like an account with one connected phone, keeps everything in its store.
 
 Nothing leaves the machine. Sends are accepted and logged as sent by the phone (or pending until their
 `schedule_timestamp`); received SMS, WhatsApp messages and failures are made to happen through the
-`simulate_*` methods, which `app/sandbox_console.py` serves over HTTP for testers.
+`simulate_*` methods, which `app/fronts/sandbox_console.py` serves over HTTP for testers.
 
-Its database is the sandbox's upstream: every use waits for a lock cooperatively
-(`ThreadConnections.run`, a few ms at a time in SQLite, BUSY_TIMEOUT in all, never holding the gevent
-worker), and a database still locked then, or a full data disk, is StorageUnavailable (503, Server
-fault: nothing was sent, try again).
+This module keeps the sandbox's rules (ids, statuses, WhatsApp, what a tester makes happen); its rows are
+a SandboxStore's (app/state/sandbox.py: SQLite by default, PostgreSQL to share them across hosts). The
+store is the sandbox's upstream: a store that cannot be used is StorageUnavailable (503, Server fault:
+nothing was sent, try again).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
 
 from app.backends.base import Backend, check_option_values, check_phone_number
 from app.config import Settings
@@ -31,10 +29,16 @@ from app.errors import (
     UnknownDevice,
     UnknownMessage,
 )
-from app.state.sqlite.db import BUSY_SLICE, Database, ThreadConnections
+from app.state import sandbox_store
+from app.state.base import Record
+from app.state.sandbox import NewCall, NewEmail, NewNotification, NewReceived, NewSent, SandboxStore, Via
 from app.vocabulary import (
+    CallRecord,
     Credential,
     Device,
+    Email,
+    EmailDraft,
+    Notification,
     ReceivedSms,
     ResendReceipt,
     SendReceipt,
@@ -42,84 +46,25 @@ from app.vocabulary import (
     SentSms,
 )
 
-T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    account TEXT PRIMARY KEY,
-    whatsapp_active INTEGER NOT NULL DEFAULT 1,
-    whatsapp_sync_expires INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS devices (
-    account TEXT NOT NULL,
-    sid TEXT NOT NULL,
-    label TEXT NOT NULL,
-    phone_number TEXT NOT NULL,
-    last_seen INTEGER NOT NULL,
-    PRIMARY KEY (account, sid)
-);
-CREATE TABLE IF NOT EXISTS sent_sms (
-    guid TEXT PRIMARY KEY,
-    account TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    message TEXT NOT NULL,
-    port TEXT NOT NULL,
-    sidentifiant TEXT NOT NULL,
-    via_sms INTEGER NOT NULL,
-    via_whatsapp INTEGER NOT NULL,
-    encrypted INTEGER NOT NULL,
-    shorturl INTEGER NOT NULL,
-    url_media TEXT NOT NULL,
-    schedule_timestamp INTEGER,
-    created_at INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    sent_at INTEGER,
-    error_api TEXT NOT NULL DEFAULT '',
-    error_mobile TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sent_sms_account ON sent_sms (account, created_at);
-CREATE TABLE IF NOT EXISTS received_sms (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    guid TEXT NOT NULL UNIQUE,
-    account TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    number TEXT NOT NULL,
-    message TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    alias TEXT,
-    read INTEGER NOT NULL DEFAULT 0,
-    kind TEXT NOT NULL DEFAULT 'text',
-    contact TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS received_sms_account ON received_sms (account, channel, received_at);
-"""
-#: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
-DATABASE = Database("sandbox.sqlite3", (SCHEMA,))
-INSERT_SENT = """
-INSERT INTO sent_sms (guid, account, recipient, message, port, sidentifiant, via_sms, via_whatsapp,
-                      encrypted, shorturl, url_media, schedule_timestamp, created_at, status, sent_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
 #: the phone every new sandbox account starts with
 FIRST_DEVICE = ("sandbox-phone-1", "Sandbox phone", "+10000000001")
 #: how long a WhatsApp synchronisation lets /getwa/ read messages
 WHATSAPP_SYNC_SECONDS = 600
+#: the call logs a tester fills (`simulate_call`) and /call/<direction>/list/ reads
+CALL_DIRECTIONS = ("missed", "incoming", "outgoing")
+#: the mailbox folders: arrivals (`simulate_email`) and what /sendemail/ sent
+INBOX, SENT_FOLDER = "INBOX", "Sent"
 
 
 class SandboxBackend(Backend):
-    """Accept every well-formed call and answer from SQLite; nothing leaves the machine."""
+    """Accept every well-formed call and answer from the sandbox's store; nothing leaves the machine."""
 
     name = "sandbox"
     simulates = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: SandboxStore | None = None) -> None:
         super().__init__(settings)
-        self._db = ThreadConnections(
-            settings.data_dir / DATABASE.file_name, DATABASE.migrations, busy_slice=BUSY_SLICE
-        )
+        self._store = store if store is not None else sandbox_store(settings)
 
     # --- sending -------------------------------------------------------------------------------------
 
@@ -141,26 +86,26 @@ class SandboxBackend(Backend):
         guids = tuple(secrets.token_hex(20) for _ in numbers)
         encrypted = options.encrypt_message.lower() == "yes"
         rows = [
-            (
-                guid,
-                account,
-                number,
-                request.message,
-                options.port,
-                options.sIdentifiant,
-                int(options.via_sms),
-                int(options.via_whatsapp),
-                int(encrypted),
-                int(options.shorturl == "1"),
-                options.url_media,
-                scheduled,
-                now,
-                "pending" if pending else "sent",
-                None if pending else now,
+            NewSent(
+                guid=guid,
+                account=account,
+                recipient=number,
+                message=request.message,
+                port=options.port,
+                sidentifiant=options.sIdentifiant,
+                via_sms=int(options.via_sms),
+                via_whatsapp=int(options.via_whatsapp),
+                encrypted=int(encrypted),
+                shorturl=int(options.shorturl == "1"),
+                url_media=options.url_media,
+                schedule_timestamp=scheduled,
+                created_at=now,
+                status="pending" if pending else "sent",
+                sent_at=None if pending else now,
             )
             for guid, number in zip(guids, numbers, strict=True)
         ]
-        self._run(lambda db: db.executemany(INSERT_SENT, rows))
+        self._store.add_sent(rows)
         return SendReceipt(
             message_ids=guids,
             note=_note(request),
@@ -171,29 +116,23 @@ class SandboxBackend(Backend):
 
     def sent_log(self, credential: Credential, guid: str | None = None) -> list[SentSms]:
         """Return the SMS sent through the API, newest first."""
-        return self._sent(credential, "via_sms = 1", guid)
+        return self._sent(credential, "sms", guid)
 
     def sent_from_mobile(self, credential: Credential) -> list[SentSms]:
         """Return what the phone has sent: here, the API's SMS once the phone sent them."""
-        return [sms for sms in self._sent(credential, "via_sms = 1") if sms.status == "sent"]
+        return [sms for sms in self._sent(credential, "sms") if sms.was_sent]
 
     def resend(self, credential: Credential, guid: str) -> ResendReceipt:
         """Send a failed SMS again."""
-        return self._resend(credential, guid, "via_sms = 1", "SMS")
+        return self._resend(credential, guid, "sms", "SMS")
 
     def resend_whatsapp(self, credential: Credential, guid: str) -> ResendReceipt:
         """Send a failed WhatsApp message again."""
-        return self._resend(credential, guid, "via_whatsapp = 1", "WhatsApp message")
+        return self._resend(credential, guid, "whatsapp", "WhatsApp message")
 
     def delete_sent(self, credential: Credential, guids: list[str]) -> int:
         """Delete these messages from the sent log."""
-        account = self._account(credential)
-        return self._run(
-            lambda db: sum(
-                db.execute("DELETE FROM sent_sms WHERE account = ? AND guid = ?", (account, g)).rowcount
-                for g in guids
-            )
-        )
+        return self._store.delete_sent(self._account(credential), guids)
 
     # --- receiving -----------------------------------------------------------------------------------
 
@@ -203,22 +142,18 @@ class SandboxBackend(Backend):
 
     def mark_read(self, credential: Credential, guid: str) -> None:
         """Mark a received SMS as read."""
-        self._update_received(credential, guid, "read = 1", ())
+        if not self._store.mark_read(self._account(credential), guid):
+            raise UnknownMessage(f"no received SMS has the guid {guid!r}")
 
     def set_alias(self, credential: Credential, guid: str, alias: str) -> None:
         """Set or clear the alias of a received SMS."""
-        self._update_received(credential, guid, "alias = ?", (alias or None,))
+        if not self._store.set_alias(self._account(credential), guid, alias or None):
+            raise UnknownMessage(f"no received SMS has the guid {guid!r}")
 
     # --- phones --------------------------------------------------------------------------------------
 
     def devices(self, credential: Credential) -> list[Device]:
         """Return the account's phones."""
-        account = self._account(credential)
-        rows = self._run(
-            lambda db: db.execute(
-                "SELECT * FROM devices WHERE account = ? ORDER BY sid", (account,)
-            ).fetchall()
-        )
         return [
             Device(
                 sid=r["sid"],
@@ -228,35 +163,19 @@ class SandboxBackend(Backend):
                 battery="100",
                 version="sandbox",
             )
-            for r in rows
+            for r in self._store.devices(self._account(credential))
         ]
 
     def update_device(self, credential: Credential, sid: str, label: str, phone_number: str | None) -> Device:
         """Change a phone's label and, when given, its number."""
-        account = self._account(credential)
-        changed = self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE devices SET label = ?, phone_number = COALESCE(?, phone_number)"
-                    " WHERE account = ? AND sid = ?",
-                    (label, phone_number, account, sid),
-                ).rowcount
-            )
-        )
-        if not changed:
+        if not self._store.update_device(self._account(credential), sid, label, phone_number):
             raise UnknownDevice(f"no connected phone has the sid {sid!r}")
         return next(d for d in self.devices(credential) if d.sid == sid)
 
     def delete_device(self, credential: Credential, sid: str) -> None:
         """Remove a phone and the messages it received."""
-        account = self._account(credential)
-
-        def delete(db: sqlite3.Connection) -> None:
-            if not db.execute("DELETE FROM devices WHERE account = ? AND sid = ?", (account, sid)).rowcount:
-                raise UnknownDevice(f"no connected phone has the sid {sid!r}")
-            db.execute("DELETE FROM received_sms WHERE account = ? AND device = ?", (account, sid))
-
-        self._run(delete)
+        if not self._store.delete_device(self._account(credential), sid):
+            raise UnknownDevice(f"no connected phone has the sid {sid!r}")
 
     # --- WhatsApp ------------------------------------------------------------------------------------
 
@@ -264,22 +183,12 @@ class SandboxBackend(Backend):
         """Open a window in which /getwa/ may read messages."""
         account = self._account(credential)
         expires = int(time.time()) + WHATSAPP_SYNC_SECONDS
-        self._run(
-            lambda db: db.execute(
-                "UPDATE accounts SET whatsapp_sync_expires = ? WHERE account = ?", (expires, account)
-            )
-        )
+        self._store.open_whatsapp_sync(account, expires)
         return expires
 
     def whatsapp_received(self, credential: Credential) -> list[ReceivedSms]:
         """Return the WhatsApp messages received, if a synchronisation is open."""
-        account = self._account(credential)
-        row = self._run(
-            lambda db: db.execute(
-                "SELECT whatsapp_sync_expires FROM accounts WHERE account = ?", (account,)
-            ).fetchone()
-        )
-        if row["whatsapp_sync_expires"] < time.time():
+        if self._account_record(self._account(credential))["whatsapp_sync_expires"] < time.time():
             raise SyncRequired(
                 "call /getwa/synchronisation/ first: messages are read after a synchronisation"
             )
@@ -290,18 +199,8 @@ class SandboxBackend(Backend):
         account = self._account(credential)
         if statut and statut not in ("0", "1") and statut.lower() != "x":
             raise InvalidParameter(f"statut={statut!r} is not valid: expected 0, 1 or x")
-        if statut in ("0", "1"):
-            self._run(
-                lambda db: db.execute(
-                    "UPDATE accounts SET whatsapp_active = ? WHERE account = ?", (int(statut), account)
-                )
-            )
-        elif statut:
-            self._run(
-                lambda db: db.execute(
-                    "UPDATE accounts SET whatsapp_active = 1 - whatsapp_active WHERE account = ?", (account,)
-                )
-            )
+        if statut:
+            self._store.set_whatsapp_active(account, statut == "1" if statut in ("0", "1") else None)
         return "1" if self._whatsapp_on(account) else "0"
 
     def whatsapp_check(self, credential: Credential, number: str) -> bool:
@@ -336,108 +235,67 @@ class SandboxBackend(Backend):
         device = device or phones[0]
         if device not in phones:
             raise UnknownDevice(f"no connected phone has the sid {device!r}")
-        guid = str(uuid.uuid4()).upper()
-        row = (
-            guid,
-            account,
-            channel,
-            number,
-            message,
-            received_at or int(time.time()),
-            device,
-            kind,
-            contact,
-        )
-        self._run(
-            lambda db: db.execute(
-                "INSERT INTO received_sms (guid, account, channel, number, message, received_at,"
-                " device, kind, contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
+        row = self._store.add_received(
+            NewReceived(
+                guid=str(uuid.uuid4()).upper(),
+                account=account,
+                channel=channel,
+                number=number,
+                message=message,
+                received_at=received_at or int(time.time()),
+                device=device,
+                kind=kind,
+                contact=contact,
             )
         )
-        return next(m for m in self._received(credential, channel) if m.guid == guid)
+        return _received_sms(row)
 
     def simulate_failure(
         self, credential: Credential, guid: str, error: str, where: str = "mobile"
     ) -> SentSms:
         """Make a sent message fail, on the phone (`error_mobile`) or in the API (`error_api`)."""
-        column = {"mobile": "error_mobile", "api": "error_api"}.get(where)
-        if column is None:
+        if where not in ("mobile", "api"):
             raise InvalidParameter("where must be mobile or api")
         account = self._account(credential)
-        changed = self._run(
-            lambda db: (
-                db.execute(
-                    f"UPDATE sent_sms SET status = 'failed', sent_at = NULL, {column} = ?"  # noqa: S608 (a fixed name)
-                    " WHERE account = ? AND guid = ?",
-                    (error or "failed", account, guid),
-                ).rowcount
-            )
-        )
-        if not changed:
+        if not self._store.fail_sent(
+            account, guid, error or "failed", "mobile" if where == "mobile" else "api"
+        ):
             raise UnknownMessage(f"no sent message has the guid {guid!r}")
-        return self._sent(credential, "1 = 1", guid)[0]
+        return self._sent(credential, None, guid)[0]
 
     def add_device(self, credential: Credential, sid: str, label: str = "", phone_number: str = "") -> Device:
         """Connect another phone to the account."""
-        account = self._account(credential)
-        now = int(time.time())
-        self._run(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO devices (account, sid, label, phone_number, last_seen)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (account, sid, label, phone_number, now),
-            )
-        )
+        self._store.put_device(self._account(credential), sid, label, phone_number, int(time.time()))
         return next(d for d in self.devices(credential) if d.sid == sid)
 
     # --- storage -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close this thread's database connection."""
-        self._db.close()
+        """Close this thread's connections to the sandbox's store."""
+        self._store.close()
 
     def _account(self, credential: Credential) -> str:
         """Check the key, make its account on first use, and return the account's name."""
+        if isinstance(credential, StoredAccount):  # the web inbox acts for an account it lists, keyless
+            return credential.name
         keys = self.settings.sandbox_api_keys
         if keys and not any(secrets.compare_digest(credential.secret, k) for k in keys):
             raise CredentialRefused("the API key is not one of the sandbox's keys")
         account = account_of(credential.secret)
-        known = self._run(
-            lambda db: db.execute("SELECT 1 FROM accounts WHERE account = ?", (account,)).fetchone()
-        )
-        if known is None:
-            now = int(time.time())
-
-            def create(db: sqlite3.Connection) -> None:
-                if db.execute("INSERT OR IGNORE INTO accounts (account) VALUES (?)", (account,)).rowcount:
-                    db.execute(
-                        "INSERT OR IGNORE INTO devices (account, sid, label, phone_number, last_seen)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (account, *FIRST_DEVICE, now),
-                    )
-
-            self._run(create)
+        if self._store.account(account) is None:
+            self._store.create_account(account, FIRST_DEVICE, int(time.time()))
         return account
 
-    def _whatsapp_on(self, account: str) -> bool:
-        row = self._run(
-            lambda db: db.execute(
-                "SELECT whatsapp_active FROM accounts WHERE account = ?", (account,)
-            ).fetchone()
-        )
-        return bool(row["whatsapp_active"])
+    def _account_record(self, account: str) -> Record:
+        """Return the record of an account `_account` has made."""
+        record = self._store.account(account)
+        assert record is not None, "accounts are never deleted"
+        return record
 
-    def _sent(self, credential: Credential, where: str, guid: str | None = None) -> list[SentSms]:
-        account = self._account(credential)
-        sql = f"SELECT * FROM sent_sms WHERE account = ? AND {where}"  # noqa: S608 (fixed conditions)
-        args: tuple = (account,)
-        if guid is not None:
-            sql += " AND guid = ?"
-            args += (guid,)
-        rows = self._run(
-            lambda db: db.execute(sql + " ORDER BY created_at DESC, rowid DESC", args).fetchall()
-        )
+    def _whatsapp_on(self, account: str) -> bool:
+        return bool(self._account_record(account)["whatsapp_active"])
+
+    def _sent(self, credential: Credential, via: Via | None, guid: str | None = None) -> list[SentSms]:
         return [
             SentSms(
                 guid=r["guid"],
@@ -451,13 +309,14 @@ class SandboxBackend(Backend):
                 error_api=r["error_api"],
                 error_mobile=r["error_mobile"],
                 via_whatsapp=bool(r["via_whatsapp"]),
+                delivered_at=r["delivered_at"],
             )
-            for r in rows
+            for r in self._store.sent(self._account(credential), via=via, guid=guid)
         ]
 
-    def _resend(self, credential: Credential, guid: str, where: str, what: str) -> ResendReceipt:
+    def _resend(self, credential: Credential, guid: str, via: Via, what: str) -> ResendReceipt:
         account = self._account(credential)
-        found = self._sent(credential, where, guid)
+        found = self._sent(credential, via, guid)
         if not found:
             raise UnknownMessage(f"no sent {what} has the guid {guid!r}")
         [sms] = found
@@ -465,85 +324,213 @@ class SandboxBackend(Backend):
             raise NotResendable(
                 f"the {what} {guid} is not in an error state ({sms.status}); it is not resent"
             )
-        now = int(time.time())
-
-        def resend(db: sqlite3.Connection) -> int:
-            # Still failed when it is resent: of two resends at once, one resends and one is refused.
-            resent = db.execute(
-                "UPDATE sent_sms SET status = 'sent', sent_at = ?, error_api = '', error_mobile = '',"
-                " attempts = attempts + 1 WHERE account = ? AND guid = ? AND status = 'failed'",
-                (now, account, guid),
-            ).rowcount
-            if not resent:
-                raise NotResendable(f"the {what} {guid} is being resent already; it is not resent again")
-            [attempts] = db.execute(
-                "SELECT attempts FROM sent_sms WHERE account = ? AND guid = ?", (account, guid)
-            ).fetchone()
-            return attempts
-
-        attempts = self._run(resend)
+        # The store resends only a message still failed: of two resends at once, one resends.
+        attempts = self._store.resend(account, guid, int(time.time()))
+        if attempts is None:
+            raise NotResendable(f"the {what} {guid} is being resent already; it is not resent again")
         return ResendReceipt(attempt=attempts, message_id=guid)
 
     def _received(self, credential: Credential, channel: str) -> list[ReceivedSms]:
-        account = self._account(credential)
-        rows = self._run(
-            lambda db: db.execute(
-                "SELECT * FROM received_sms WHERE account = ? AND channel = ?"
-                " ORDER BY received_at DESC, id DESC",
-                (account, channel),
-            ).fetchall()
-        )
-        return [
-            ReceivedSms(
-                id=r["id"],
-                guid=r["guid"],
-                number=r["number"],
-                message=r["message"],
-                received_at=r["received_at"],
-                device=r["device"],
-                alias=r["alias"],
-                read=bool(r["read"]),
-                kind=r["kind"],
-                contact=r["contact"],
-            )
-            for r in rows
-        ]
+        return [_received_sms(r) for r in self._store.received(self._account(credential), channel)]
 
-    def _update_received(self, credential: Credential, guid: str, assignment: str, args: tuple) -> None:
-        account = self._account(credential)
-        changed = self._run(
-            lambda db: (
-                db.execute(
-                    f"UPDATE received_sms SET {assignment} WHERE account = ? AND guid = ?",  # noqa: S608
-                    (*args, account, guid),
-                ).rowcount
-            )
-        )
-        if not changed:
-            raise UnknownMessage(f"no received SMS has the guid {guid!r}")
-
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Return `work(db)` run in one transaction, waiting for a lock cooperatively (BUSY_TIMEOUT at most).
-
-        A database still locked then, or a full data disk, is StorageUnavailable: for the sandbox, its
-        database is the upstream, so nothing was sent.
-        """
-        return self._db.run_or_unavailable(
-            work, store="the smsbridge sandbox's database", undone="nothing was sent or changed"
-        )
-
-    def sent(self, secret: str) -> list[sqlite3.Row]:
+    def sent(self, secret: str) -> list[Record]:
         """Return every row the sandbox accepted for the key `secret`, oldest first (for tests)."""
-        return self._run(
-            lambda db: db.execute(
-                "SELECT * FROM sent_sms WHERE account = ? ORDER BY created_at, rowid", (account_of(secret),)
-            ).fetchall()
+        return self._store.sent(account_of(secret), oldest_first=True)
+
+    # --- calls, notifications, e-mail (simulated: see docs/backends.md) ------------------------------
+
+    def calls(self, credential: Credential, direction: str) -> list[CallRecord]:
+        """Return the calls the tester made happen in one direction, newest first."""
+        if direction not in CALL_DIRECTIONS:
+            raise InvalidParameter(f"direction must be one of {', '.join(CALL_DIRECTIONS)}")
+        return [_call(r) for r in self._store.calls(self._account(credential), direction)]
+
+    def send_notification(
+        self, credential: Credential, sid: str, title: str, message: str, kind: str = "notification"
+    ) -> Notification:
+        """Store a notification for a phone ("": the first); the sandbox's phones take it at once."""
+        account = self._account(credential)
+        row = self._store.add_notification(
+            NewNotification(
+                account=account,
+                sid=self._phone(credential, sid),
+                title=title,
+                message=message,
+                type=kind,
+                distributed=1,
+                created_at=int(time.time()),
+            )
         )
+        return _notification(row)
+
+    def notifications(self, credential: Credential) -> list[Notification]:
+        """Return the notifications sent to the account's phones, newest first."""
+        return [_notification(r) for r in self._store.notifications(self._account(credential))]
+
+    def send_email(self, credential: Credential, draft: EmailDraft) -> Email:
+        """Keep the e-mail in the mailbox's Sent folder: nothing is sent anywhere."""
+        return self._keep_email(credential, draft, SENT_FOLDER)
+
+    def emails(self, credential: Credential, mailbox_key: str, folder: str) -> list[Email]:
+        """Return a folder (INBOX, Sent; any other is empty) of a mailbox, newest first."""
+        rows = self._store.emails(self._account(credential), mailbox_of(mailbox_key), _folder(folder))
+        return [_email(r) for r in rows]
+
+    def simulate_call(
+        self,
+        credential: Credential,
+        direction: str,
+        number: str,
+        *,
+        name: str | None = None,
+        duration: int = 0,
+        device: str = "",
+        at: int | None = None,
+    ) -> CallRecord:
+        """Log a call on a phone of the account ("": the first); a missed call lasts 0 s."""
+        account = self._account(credential)
+        if direction not in CALL_DIRECTIONS:
+            raise InvalidParameter(f"direction must be one of {', '.join(CALL_DIRECTIONS)}")
+        check_phone_number(number)
+        if duration < 0 or (direction == "missed" and duration):
+            raise InvalidParameter("duration must be at least 0 seconds, and 0 for a missed call")
+        row = self._store.add_call(
+            NewCall(
+                guid=str(uuid.uuid4()).upper(),
+                account=account,
+                direction=direction,
+                number=number,
+                name=name or None,
+                device=self._phone(credential, device),
+                at=at or int(time.time()),
+                duration=duration,
+            )
+        )
+        return _call(row)
+
+    def simulate_email(self, credential: Credential, draft: EmailDraft) -> Email:
+        """Make the mailbox (`draft.mailbox_key`; "": the sandbox's own) receive an e-mail in its INBOX."""
+        return self._keep_email(credential, draft, INBOX)
+
+    def simulate_delivery(self, credential: Credential, guid: str) -> SentSms:
+        """Make a sent message delivered; refuse one that is pending or failed."""
+        account = self._account(credential)
+        if not self._store.deliver_sent(account, guid, int(time.time())):
+            found = self._sent(credential, None, guid)
+            if not found:
+                raise UnknownMessage(f"no sent message has the guid {guid!r}")
+            if found[0].status != "delivered":
+                raise InvalidParameter(
+                    f"the message {guid} is {found[0].status}: only a sent message can be delivered"
+                )
+        return self._sent(credential, None, guid)[0]
+
+    def _phone(self, credential: Credential, sid: str) -> str:
+        """Return the sid of a phone of the account: `sid`, or with "" the first; refuse any other."""
+        phones = [d.sid for d in self.devices(credential)]
+        if not phones:
+            raise NoDeviceAvailable("the sandbox account has no connected phone")
+        if not sid:
+            return phones[0]
+        if sid not in phones:
+            raise UnknownDevice(f"no connected phone has the sid {sid!r}")
+        return sid
+
+    def _keep_email(self, credential: Credential, draft: EmailDraft, folder: str) -> Email:
+        row = self._store.add_email(
+            NewEmail(
+                account=self._account(credential),
+                mailbox=mailbox_of(draft.mailbox_key),
+                folder=folder,
+                sender_name=draft.sender_name,
+                sender_email=draft.sender_email,
+                recipient_email=draft.recipient_email,
+                subject=draft.subject,
+                body=draft.body,
+                at=int(time.time()),
+                attachment_name=draft.attachment_name,
+                attachment_size=len(draft.attachment),
+            )
+        )
+        return _email(row)
+
+
+@dataclass(frozen=True)
+class StoredAccount(Credential):
+    """An account the store holds, named by its digest: how the web inbox (app/service/inbox.py) acts
+    for it without its key (the inbox is the operator's; it is closed by SMSBRIDGE_UI_PASSWORD)."""
+
+    name: str = ""
 
 
 def account_of(secret: str) -> str:
     """Return the name the sandbox files a key's messages under: a hash, never the key."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mailbox_of(key: str) -> str:
+    """Return the name a mailbox's e-mail is filed under: "" for the sandbox's own, else its key's digest."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32] if key else ""
+
+
+def _folder(name: str) -> str:
+    """Return a folder's name as stored: IMAP's INBOX in any case, other names as given."""
+    return INBOX if name.upper() == INBOX else name
+
+
+def _call(r: Record) -> CallRecord:
+    return CallRecord(
+        id=r["id"],
+        guid=r["guid"],
+        direction=r["direction"],
+        number=r["number"],
+        at=r["at"],
+        name=r["name"],
+        duration=r["duration"],
+        device=r["device"],
+    )
+
+
+def _notification(r: Record) -> Notification:
+    return Notification(
+        id=r["id"],
+        sid=r["sid"],
+        title=r["title"],
+        message=r["message"],
+        created_at=r["created_at"],
+        type=r["type"],
+        distributed=bool(r["distributed"]),
+    )
+
+
+def _email(r: Record) -> Email:
+    return Email(
+        id=r["id"],
+        folder=r["folder"],
+        sender_name=r["sender_name"],
+        sender_email=r["sender_email"],
+        recipient_email=r["recipient_email"],
+        subject=r["subject"],
+        body=r["body"],
+        at=r["at"],
+        attachment_name=r["attachment_name"],
+        attachment_size=r["attachment_size"],
+    )
+
+
+def _received_sms(r: Record) -> ReceivedSms:
+    return ReceivedSms(
+        id=r["id"],
+        guid=r["guid"],
+        number=r["number"],
+        message=r["message"],
+        received_at=r["received_at"],
+        device=r["device"],
+        alias=r["alias"],
+        read=bool(r["read"]),
+        kind=r["kind"],
+        contact=r["contact"],
+    )
 
 
 def _note(request: SendRequest) -> str:

@@ -73,7 +73,7 @@ class Runtime:
             self.events.counts()
         except (sqlite3.Error, StorageUnavailable) as exc:
             return (
-                f"failing: {type(exc).__name__}"
+                f"failing: {exc.trouble if isinstance(exc, StorageUnavailable) else type(exc).__name__}"
                 if trouble is None
                 else f"failing: the data disk is {trouble}"
             )

@@ -148,5 +148,16 @@ class Outbox(abc.ABC):
     def counts(self) -> dict[str, int]:
         """Return how many events are pending and dead (only the statuses there are)."""
 
+    def wait_for_events(self, timeout: float) -> bool | None:
+        """Wait up to `timeout` s for an event added or replayed on any host: True if one was, else False.
+
+        None at once when the engine cannot tell (SQLite: one host, whose adds wake the deliverer directly).
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027
         """Close this thread's connections."""
+
+    def about(self, guid: str, limit: int = 50) -> list[Record]:
+        """Return the events whose data names message `guid`, oldest first (for the web inbox)."""
+        raise NotImplementedError

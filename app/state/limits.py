@@ -2,9 +2,13 @@
 
 - `sqlite://PATH`: a SQLite file, one exact count for every worker of a host, with no server. No fsync:
   after a crash of the machine, windows start again.
-- `fallback+<scheme>://...` (sqlite, redis, rediss, redis+sentinel): that storage, and this worker's
-  memory while it fails. A failing storage costs one short timeout (the Redis client's, 100 ms), then
-  is tried again about once a second; limits go on in memory meanwhile, never switched off.
+- `postgresql://USER@HOST:PORT/DB`: a table in PostgreSQL, one exact count for every worker of every host
+  (app/state/postgres/limits.py, imported when a URI names it: psycopg is imported in the worker only).
+  Bare `postgresql://` is SMSBRIDGE_STATE_URL's database.
+- `fallback+<scheme>://...` (sqlite, postgresql, redis, rediss, redis+sentinel): that storage, and this
+  worker's memory while it fails. A failing storage costs one short timeout (the Redis client's, 100 ms;
+  PostgreSQL's WAIT_SECONDS, 500 ms), then is tried again about once a second; limits go on in memory
+  meanwhile, never switched off.
 
 `memory://` is `limits`' own MemoryStorage. Neither scheme here is one that `limits` 5 ships (memory,
 redis, rediss, redis+unix, redis+cluster, redis+sentinel, valkey*, memcached, mongodb*, async+*); a
@@ -39,7 +43,9 @@ SWEEP_SECONDS = 60.0
 #: its error goes to the fallback (memory); SQLite itself holds the event loop BUSY_SLICE at most
 LOCKED_WAIT = 1.0
 #: the schemes a fallback can stand in front of
-LASTING_SCHEMES = ("sqlite", "redis", "rediss", "redis+sentinel")
+LASTING_SCHEMES = ("sqlite", "postgresql", "redis", "rediss", "redis+sentinel")
+#: the scheme of app/state/postgres/limits.py's storage, registered when that module is imported
+POSTGRES_SCHEME = "postgresql"
 FALLBACK_PREFIX = "fallback+"
 
 T = TypeVar("T")
@@ -83,6 +89,8 @@ class SqliteStorage(Storage):
         path = unquote(urlsplit(uri).path)
         if not path.startswith("/"):
             raise ValueError(f"{uri!r}: expected sqlite:///absolute/path/to/file")
+        #: the wall clock windows are counted by (a test gives its own: the `clock` storage option)
+        self.clock: Callable[[], float] = options.pop("clock", time.time)
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         self.connections = ThreadConnections(
             Path(path), self.SCHEMA, autocommit=True, durable=False, busy_slice=BUSY_SLICE
@@ -97,7 +105,7 @@ class SqliteStorage(Storage):
         return sqlite3.Error
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        now = time.time()
+        now = self.clock()
 
         def hit(db: sqlite3.Connection) -> tuple[int, float]:
             if now >= self._next_sweep:
@@ -123,7 +131,7 @@ class SqliteStorage(Storage):
 
     def _window(self, key: str) -> tuple[int, float]:
         """Return the count and end of `key`'s window (0 and now when none is running)."""
-        now = time.time()
+        now = self.clock()
         last = getattr(self._last_hit, "window", None)
         if last is not None and last[0] == key and last[2] > now:
             return last[1], last[2]
@@ -154,7 +162,10 @@ class FallbackStorage(Storage):
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
-        primary = storage_from_string(uri.removeprefix(FALLBACK_PREFIX), **options)
+        primary_uri = uri.removeprefix(FALLBACK_PREFIX)
+        if primary_uri.startswith(POSTGRES_SCHEME + "://"):
+            register_postgres()
+        primary = storage_from_string(primary_uri, **options)
         assert isinstance(primary, Storage)  # a lasting scheme, never an async+ one
         self.primary = primary
         self.memory = MemoryStorage()
@@ -243,6 +254,11 @@ DATABASE = Database(COUNTS_FILE, (SqliteStorage.SCHEMA,))
 REDIS_TIMEOUT_SECONDS = 0.1
 
 
+def register_postgres() -> None:
+    """Register the `postgresql://` storage with `limits` (importing psycopg: call it in the worker)."""
+    import app.state.postgres.limits  # noqa: F401 (defining the class registers its scheme)
+
+
 def limiter_storage(settings: Settings) -> tuple[str, dict[str, Any]]:
     """Return the `limits` storage URI and options SMSBRIDGE_RATELIMIT_STORAGE stands for."""
     uri = settings.ratelimit_storage
@@ -250,6 +266,12 @@ def limiter_storage(settings: Settings) -> tuple[str, dict[str, Any]]:
         return uri, {}
     if uri.startswith("sqlite://"):
         return FALLBACK_PREFIX + sqlite_uri(settings.data_dir / COUNTS_FILE), {}
+    if uri.startswith(POSTGRES_SCHEME + "://"):
+        if uri == POSTGRES_SCHEME + "://":
+            # Bare, as sqlite:// is: the database of the shared state (SMSBRIDGE_STATE_URL), named once.
+            scheme, _, rest = settings.state_url.partition("://")
+            uri = f"{POSTGRES_SCHEME}://{rest}" if scheme in ("postgresql", "postgres") else uri
+        return FALLBACK_PREFIX + uri, {}
     return FALLBACK_PREFIX + uri, {
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         "socket_timeout": REDIS_TIMEOUT_SECONDS,

@@ -1,7 +1,7 @@
 """Webhooks to the client: received SMS and delivery status, stored first, delivered until they land.
 
-An event is stored (SQLite in SMSBRIDGE_DATA_DIR) before its source is acknowledged: its client, type
-and data, never where it goes. The target (URL, format, secret) is looked up when each attempt is
+An event is stored (in the state store: SMSBRIDGE_STATE_URL) before its source is acknowledged: its
+client, type and data, never where it goes. The target (URL, format, secret) is looked up when each attempt is
 made, from the configuration as it is then: a secret rotated in the clients file signs the events
 still pending, and an event whose client no longer has a target goes dead, with that reason (it is
 kept, and replayable once the client has a target again).
@@ -242,7 +242,11 @@ class Deliverer:
                 log.exception("webhook deliverer failed; it goes on")
             else:
                 self._storage_back()
-            self._wake.wait(self._pause or self.poll)
+            pause = self._pause or self.poll
+            # Shared state: wait on the database's notifications, so that an event another host received
+            # (or the command line replayed) is attempted at once. One host: the in-process wake-up.
+            if self._wake.is_set() or self.store.wait_for_events(pause) is None:
+                self._wake.wait(pause)
             self._wake.clear()
 
     def _storage_trouble(self, error: StorageUnavailable) -> None:

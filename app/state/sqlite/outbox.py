@@ -208,6 +208,15 @@ class SqliteOutbox(Outbox):
         """Close this thread's database connection."""
         self._connections.close()
 
+    def about(self, guid: str, limit: int = 50) -> list[Record]:
+        return self._run(
+            lambda db: db.execute(
+                "SELECT * FROM webhook_events WHERE json_extract(data, '$.guid') = ?"
+                " ORDER BY created_at LIMIT ?",
+                (guid, limit),
+            ).fetchall()
+        )
+
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Return `work(db)`, waiting for a lock cooperatively; raise StorageUnavailable when it cannot be."""
         return self._connections.run_or_unavailable(

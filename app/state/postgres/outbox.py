@@ -1,0 +1,245 @@
+"""The webhook outbox in PostgreSQL: one queue of events for every host, app.state.base.Outbox's rules.
+
+An event is stored once by id (INSERT ... ON CONFLICT DO NOTHING), whichever host receives it, and the
+insert notifies the channel NOTIFY_CHANNEL: a deliverer waiting in `wait_for_events` on any host wakes at
+once rather than at its next poll. A claim is one statement: the next due event is selected FOR UPDATE
+SKIP LOCKED (two deliverers claiming at once take two events, never one twice) and leased, its attempt
+counted; outcomes are fenced by that attempt number. Sweeps of delivered events run on one host at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+
+import psycopg
+
+from app.state.base import (
+    FIRST_RETRY_SECONDS,
+    LEASE_SECONDS,
+    LONGEST_RETRY_SECONDS,
+    SWEEP_SECONDS,
+    Outbox,
+    Record,
+)
+from app.state.postgres.db import CONNECT_TIMEOUT, OPERATION_SECONDS, Connection, TimedOut, shared, watchdog
+
+log = logging.getLogger(__name__)
+
+STORE = "smsbridge's webhook event store"
+UNDONE = "nothing was stored or changed"
+#: the channel an added event is announced on (its payload is empty: the event is read from the table)
+NOTIFY_CHANNEL = "smsbridge_outbox"
+
+ADD_SQL = (
+    "INSERT INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+NOTIFY_SQL = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+CLAIM_SQL = (
+    "WITH next AS ("
+    " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= %(now)s"
+    " AND lease_until <= %(now)s AND client <> ALL(%(skip)s::text[])"
+    " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " UPDATE webhook_events AS e SET lease_until = %(until)s, attempts = e.attempts + 1"
+    " FROM next WHERE e.id = next.id RETURNING e.*"
+)
+COUNT_SQL = (
+    "SELECT status, COUNT(*) AS n FROM webhook_events WHERE status IN ('pending', 'dead') GROUP BY status"
+)
+PURGE_SQL = "DELETE FROM webhook_events WHERE status = 'delivered' AND delivered_at < %s"
+_DELIVERED = (
+    "UPDATE webhook_events SET status = 'delivered', delivered_at = %s, lease_until = 0, last_error = ''"
+    " WHERE id = %s"
+)
+_DELIVERED_ON_ATTEMPT = _DELIVERED + " AND attempts = %s AND status = 'pending'"
+
+
+class PostgresOutbox(Outbox):
+    """The events waiting, delivered and dead, in the shared PostgreSQL database at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._db = shared(url)
+        self._next_sweep = 0.0
+        self._listener: psycopg.Connection | None = None
+        self._listener_pid = 0
+        self._listener_lock = threading.Lock()
+
+    def add(self, client: str, event_type: str, data: dict, *, event_id: str | None = None) -> str:
+        """Store an event due now and return its id; an id already stored is not stored again.
+
+        The deliverers listening on any host are told at commit (one transaction with the insert).
+        """
+        event_id = event_id or str(uuid.uuid4())
+        now = time.time()
+        row = (event_id, client, event_type, json.dumps(data), now, now)
+
+        def add(db: Connection) -> None:
+            if db.execute(ADD_SQL, row).rowcount:
+                db.execute(NOTIFY_SQL)
+
+        self._db.run(add, store=STORE, undone=UNDONE, atomic=True)
+        return event_id
+
+    def notify(self) -> None:
+        """Wake the deliverers listening on every host (events made due by other means: a replay)."""
+        self._db.run(lambda db: db.execute(NOTIFY_SQL), store=STORE, undone="no deliverer was woken")
+
+    def claim(self, now: float | None = None, *, skip_clients: frozenset[str] = frozenset()) -> Record | None:
+        """Lease the next due event for one attempt (attempts + 1), skipping `skip_clients`' events."""
+        now = time.time() if now is None else now
+        args = {"now": now, "until": now + LEASE_SECONDS, "skip": sorted(skip_clients)}
+        return self._db.run(lambda db: db.execute(CLAIM_SQL, args).fetchone(), store=STORE, undone=UNDONE)
+
+    def release(self, event_id: str) -> None:
+        """Give back a lease that made no attempt (attempts - 1)."""
+        self._db.run(
+            lambda db: db.execute(
+                "UPDATE webhook_events SET lease_until = 0, attempts = attempts - 1 WHERE id = %s",
+                (event_id,),
+            ),
+            store=STORE,
+            undone=UNDONE,
+        )
+
+    def delivered(self, event_id: str, now: float | None = None, *, attempt: int | None = None) -> None:
+        """Record a delivery; with `attempt`, only if the event is still pending on that attempt."""
+        when = time.time() if now is None else now
+        args: tuple[object, ...]
+        if attempt is None:
+            sql, args = _DELIVERED, (when, event_id)
+        else:
+            sql, args = _DELIVERED_ON_ATTEMPT, (when, event_id, attempt)
+        self._db.run(lambda db: db.execute(sql, args), store=STORE, undone=UNDONE)
+
+    def failed(self, event: Record, error: str, retry_window: float) -> None:
+        """Record a failed attempt (fenced by its attempt): retry with backoff, or dead past the window."""
+        now = time.time()
+        wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
+        wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+        dead = now + wait - event["created_at"] > retry_window
+        args = ("dead" if dead else "pending", now + wait, error[:300], event["id"], event["attempts"])
+        self._db.run(
+            lambda db: db.execute(
+                "UPDATE webhook_events SET status = %s, next_attempt_at = %s, lease_until = 0,"
+                " last_error = %s WHERE id = %s AND attempts = %s AND status = 'pending'",
+                args,
+            ),
+            store=STORE,
+            undone=UNDONE,
+        )
+
+    def dead(self) -> list[Record]:
+        """Return the events that exhausted their retries, oldest first."""
+        rows = self._db.run(
+            lambda db: db.execute(
+                "SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at"
+            ).fetchall(),
+            store=STORE,
+            undone=UNDONE,
+        )
+        return list(rows)
+
+    def replay(self, event_id: str) -> bool:
+        """Make a dead event due again (same id, fresh window); False when there is no such dead event."""
+        now = time.time()
+
+        def replay(db: Connection) -> bool:
+            made_due = db.execute(
+                "UPDATE webhook_events SET status = 'pending', next_attempt_at = %s, created_at = %s,"
+                " attempts = 0, lease_until = 0 WHERE id = %s AND status = 'dead'",
+                (now, now, event_id),
+            ).rowcount
+            if made_due:
+                db.execute(NOTIFY_SQL)
+            return bool(made_due)
+
+        return self._db.run(replay, store=STORE, undone=UNDONE, atomic=True)
+
+    def purge_dead(self) -> int:
+        """Delete every dead event and return how many."""
+        return self._db.run(
+            lambda db: db.execute("DELETE FROM webhook_events WHERE status = 'dead'").rowcount,
+            store=STORE,
+            undone="nothing was removed",
+        )
+
+    def sweep(self, retention: float, now: float | None = None) -> int:
+        """Purge events delivered over `retention` seconds ago (at most once per SWEEP_SECONDS per process,
+        and by one host at a time: a host finding another sweeping skips its turn)."""
+        now = time.time() if now is None else now
+        if now < self._next_sweep:
+            return 0
+        self._next_sweep = now + SWEEP_SECONDS
+        return self._db.housekeeping(
+            lambda db: db.execute(PURGE_SQL, (now - retention,)).rowcount, store=STORE
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Return how many events are pending and dead (only the statuses there are)."""
+        rows = self._db.run(lambda db: db.execute(COUNT_SQL).fetchall(), store=STORE, undone=UNDONE)
+        return {row["status"]: int(row["n"]) for row in rows}
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for an event added (or replayed) on any host; True if one was.
+
+        On its own connection (LISTEN holds a session), made at the first call. Never raises: while the
+        server cannot be reached it waits the timeout out and returns False, and the deliverer's poll
+        finds what is due when the server is back.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            with self._listener_lock:
+                listener = self._listen()
+                woken = False
+                for _ in listener.notifies(timeout=timeout, stop_after=1):
+                    woken = True
+                return woken
+        except (psycopg.Error, TimedOut) as error:
+            log.debug("webhook events cannot be listened for now (%s)", type(error).__name__)
+            self._drop_listener()
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+            return False
+
+    def _listen(self) -> psycopg.Connection:
+        listener = self._listener
+        if listener is None or listener.closed or self._listener_pid != os.getpid():
+            # A listener made before a fork is the parent's session: this process makes its own.
+            listener = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+            try:
+                with watchdog(listener, OPERATION_SECONDS):
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except BaseException:
+                listener.close()
+                raise
+            self._listener, self._listener_pid = listener, os.getpid()
+        return listener
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and self._listener_pid == os.getpid():
+            listener.close()
+
+    def about(self, guid: str, limit: int = 50) -> list[Record]:
+        return self._db.run(
+            lambda db: list[Record](
+                db.execute(
+                    "SELECT * FROM webhook_events WHERE data::jsonb ->> 'guid' = %s"
+                    " ORDER BY created_at LIMIT %s",
+                    (guid, limit),
+                ).fetchall()
+            ),
+            store=STORE,
+            undone=UNDONE,
+        )
+
+    def close(self) -> None:
+        """Close the listening connection, if any (the shared pool stays: other stores use it)."""
+        with self._listener_lock:
+            self._drop_listener()
