@@ -161,7 +161,7 @@ class SentSms:
     message: str = field(repr=False)
     #: when the bridge or backend queued it (UNIX seconds)
     queued_at: int
-    #: "pending" (not yet sent by the phone), "sent", or "failed"
+    #: "pending" (not yet sent by the phone), "sent", "delivered" (sent, and reported delivered), or "failed"
     status: str = "pending"
     sent_at: int | None = None
     device: str = ""
@@ -169,6 +169,13 @@ class SentSms:
     error_api: str = ""
     error_mobile: str = ""
     via_whatsapp: bool = False
+    #: when the delivery report came (UNIX seconds), for a delivered message
+    delivered_at: int | None = None
+
+    @property
+    def was_sent(self) -> bool:
+        """Whether the phone sent it (a delivered message was sent too)."""
+        return self.status in ("sent", "delivered")
 
 
 @dataclass(frozen=True)
@@ -207,3 +214,67 @@ class ResendReceipt:
 
     attempt: int
     message_id: str = ""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call in a phone's call log: missed, incoming (answered) or outgoing."""
+
+    id: int
+    guid: str
+    #: "missed", "incoming" or "outgoing"
+    direction: str
+    number: str
+    #: when the call started (UNIX seconds)
+    at: int
+    #: the contact's name, as the phone has it (None: not a contact)
+    name: str | None = None
+    duration: int = 0
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An internal notification sent to a connected phone."""
+
+    id: int
+    sid: str
+    title: str
+    message: str = field(repr=False)
+    created_at: int = 0
+    type: str = "notification"
+    #: whether the phone has taken it (the vendor's `distribued`)
+    distributed: bool = False
+
+
+@dataclass(frozen=True)
+class EmailDraft:
+    """An e-mail to send through a configured mailbox (`/sendemail/`), or one a sandbox mailbox receives."""
+
+    sender_name: str
+    sender_email: str
+    recipient_email: str
+    subject: str = field(repr=False)
+    body: str = field(repr=False)
+    #: the mailbox's key (`apikeybox`; "" for the sandbox's own mailbox): never shown
+    mailbox_key: str = field(default="", repr=False)
+    allow_self_signed: bool = False
+    unsubscribe: bool = False
+    attachment_name: str = ""
+    attachment: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class Email:
+    """An e-mail kept in a mailbox folder (INBOX for arrivals, Sent for what was sent)."""
+
+    id: int
+    folder: str
+    sender_name: str
+    sender_email: str
+    recipient_email: str
+    subject: str = field(repr=False)
+    body: str = field(repr=False)
+    at: int = 0
+    attachment_name: str = ""
+    attachment_size: int = 0

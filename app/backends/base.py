@@ -21,9 +21,13 @@ from app.errors import InvalidParameter, UnsupportedByBackend
 from app.phone import plain_number
 from app.phone import shown as _shown
 from app.vocabulary import (
+    CallRecord,
     Credential,
     Device,
+    Email,
+    EmailDraft,
     HttpCall,
+    Notification,
     ReceivedSms,
     ResendReceipt,
     SendOptions,
@@ -194,6 +198,52 @@ class Backend(ABC):
     def add_device(self, credential: Credential, sid: str, label: str = "", phone_number: str = "") -> Device:
         """Connect another phone to the account."""
         raise self.cannot("connecting phones")
+
+    # --- calls, notifications, e-mail (the vendor's other endpoints) ----------------------------------
+
+    def calls(self, credential: Credential, direction: str) -> list[CallRecord]:
+        """Return the phones' calls of one `direction` (missed, incoming, outgoing), newest first."""
+        raise self.cannot("call logs")
+
+    def send_notification(
+        self, credential: Credential, sid: str, title: str, message: str, kind: str = "notification"
+    ) -> Notification:
+        """Send an internal notification to a phone (`sid`; "" for the account's first phone)."""
+        raise self.cannot("notifications to phones")
+
+    def notifications(self, credential: Credential) -> list[Notification]:
+        """Return the notifications sent to the phones, newest first."""
+        raise self.cannot("notifications to phones")
+
+    def send_email(self, credential: Credential, draft: EmailDraft) -> Email:
+        """Send an e-mail through a configured mailbox; return it as kept in the mailbox."""
+        raise self.cannot("e-mail")
+
+    def emails(self, credential: Credential, mailbox_key: str, folder: str) -> list[Email]:
+        """Return a mailbox folder's e-mail, newest first."""
+        raise self.cannot("e-mail")
+
+    def simulate_call(
+        self,
+        credential: Credential,
+        direction: str,
+        number: str,
+        *,
+        name: str | None = None,
+        duration: int = 0,
+        device: str = "",
+        at: int | None = None,
+    ) -> CallRecord:
+        """Make a phone of the account log a call (missed, incoming or outgoing)."""
+        raise self.cannot("simulating calls")
+
+    def simulate_email(self, credential: Credential, draft: EmailDraft) -> Email:
+        """Make a mailbox of the account receive an e-mail (in its INBOX)."""
+        raise self.cannot("simulating e-mail")
+
+    def simulate_delivery(self, credential: Credential, guid: str) -> SentSms:
+        """Make a sent message delivered (its delivery report arrived)."""
+        raise self.cannot("simulating delivery reports")
 
     def cannot(self, what: str) -> UnsupportedByBackend:
         """Return the error for a call this backend has no way to answer."""

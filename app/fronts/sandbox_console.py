@@ -4,16 +4,22 @@ Served only with the sandbox backend, under /sandbox/, with the account's own AP
     POST /sandbox/inbound   number, message [, sIdentifiantPhone, channel=sms|whatsapp, message_type, contact]
     POST /sandbox/fail      guid [, error, where=mobile|api]
     POST /sandbox/devices   sid [, label, phone_number]
+    POST /sandbox/deliver   guid                      (a sent message delivered: webhook sms.sent)
+    POST /sandbox/calls     direction=missed|incoming|outgoing, number [, name, duration, sIdentifiantPhone]
+    POST /sandbox/email     sender_email, mail_body [, sender_name, recipient_email, mail_subject, apikeybox]
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from flask import Blueprint, Flask, Response, jsonify
 
-from app.errors import NotAllowed
+from app.errors import InvalidParameter, NotAllowed
 from app.fronts.smsmobileapi.dialect import require
 from app.fronts.smsmobileapi.rest import parameters, principal
 from app.service import Principal, runtime
+from app.vocabulary import EmailDraft
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
 
@@ -93,6 +99,78 @@ def add_device() -> Response:
         params.get("phone_number", ""),
     )
     return jsonify(result={"error": 0, "sid": device.sid, "label": device.label})
+
+
+@bp.post("/deliver")
+def deliver() -> Response:
+    """Make a sent message delivered (its delivery report came), emitting the vendor's `sms.sent`."""
+    params, caller = parameters(), _sandbox()
+    sms = caller.backend.simulate_delivery(caller.upstream, require("guid", params.get("guid", "").strip()))
+    # The vendor's webhook types (its OpenAPI's WebhookEnvelope enum) have no delivery event: a delivery
+    # is `sms.sent` with status "delivered", as the mobsms backend relays its upstream's delivery reports.
+    runtime().emit(caller.client, "sms.sent", {"guid": sms.guid, "to": sms.recipient, "status": "delivered"})
+    return jsonify(result={"error": 0, "guid": sms.guid, "status": sms.status})
+
+
+@bp.post("/calls")
+def call() -> Response:
+    """Make a phone of the account log a missed, incoming or outgoing call (emits call.<direction>)."""
+    params, caller = parameters(), _sandbox()
+    direction = require("direction", params.get("direction", "").strip().lower())
+    duration = params.get("duration", "").strip() or "0"
+    if not duration.isdigit() or len(duration) > 6:
+        raise InvalidParameter("duration must be a whole number of seconds")
+    logged = caller.backend.simulate_call(
+        caller.upstream,
+        direction,
+        require("number", params.get("number", "").strip()),
+        name=params.get("name", "").strip() or None,
+        duration=int(duration),
+        device=params.get("sIdentifiantPhone", "").strip(),
+    )
+    runtime().emit(
+        caller.client,
+        f"call.{logged.direction}",
+        {
+            "guid": logged.guid,
+            "number": logged.number,
+            "name": logged.name,
+            "duration_seconds": logged.duration,
+            "device_id": logged.device,
+            "call_at": f"{datetime.fromtimestamp(logged.at, UTC):%Y-%m-%d %H:%M:%S}",
+        },
+    )
+    return jsonify(result={"error": 0, "id": logged.id, "guid": logged.guid, "type": logged.direction})
+
+
+@bp.post("/email")
+def email() -> Response:
+    """Make a mailbox of the account (apikeybox; empty: the sandbox's own) receive an e-mail in its INBOX."""
+    params, caller = parameters(), _sandbox()
+    received = caller.backend.simulate_email(
+        caller.upstream,
+        EmailDraft(
+            sender_name=params.get("sender_name", "").strip(),
+            sender_email=require("sender_email", params.get("sender_email", "").strip()),
+            recipient_email=params.get("recipient_email", "").strip(),
+            subject=params.get("mail_subject", ""),
+            body=require("mail_body", params.get("mail_body")),
+            mailbox_key=params.get("apikeybox", "").strip(),
+        ),
+    )
+    runtime().emit(
+        caller.client,
+        "email.received",
+        {
+            "id": received.id,
+            "mbox": received.folder,
+            "from": received.sender_email,
+            "to": received.recipient_email,
+            "subject": received.subject,
+            "received_at": f"{datetime.fromtimestamp(received.at, UTC):%Y-%m-%dT%H:%M:%SZ}",
+        },
+    )
+    return jsonify(result={"error": 0, "id": received.id, "mbox": received.folder})
 
 
 def init_app(app: Flask) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.vocabulary import Device, ReceivedSms, SentSms
+from app.vocabulary import CallRecord, Device, Email, Notification, ReceivedSms, SentSms
 
 
 def utc(ts: int) -> datetime:
@@ -39,7 +39,7 @@ def local_unix(ts: int) -> int:
 def sent_entry(sms: SentSms) -> dict:
     """Return one `log/sent/sms` entry."""
     queued_local, queued_utc = local(sms.queued_at), utc(sms.queued_at)
-    sent_at = sms.sent_at if sms.status == "sent" else None
+    sent_at = sms.sent_at if sms.was_sent else None
     sent = sent_at is not None
     sent_local = local(sent_at) if sent_at is not None else None
     sent_utc = utc(sent_at) if sent_at is not None else None
@@ -125,4 +125,52 @@ def device_entry(device: Device) -> dict:
         "battery": device.battery,
         "version": device.version,
         "active": "1" if device.active else "0",
+    }
+
+
+def call_entry(call: CallRecord) -> dict:
+    """Return one call of `/call/.../list/` (the OpenAPI's CallRecord, with the call's ids and phone)."""
+    return {
+        "id": call.id,
+        "guid": call.guid,
+        "number": call.number,
+        "phone_number": call.number,
+        "name": call.name,
+        "cached_name": call.name,
+        "date": f"{local(call.at):%Y-%m-%d %H:%M:%S}",
+        "call_datetime_utc": f"{utc(call.at):%Y-%m-%d %H:%M:%S}",
+        "duration_sec": call.duration,
+        "type": call.direction,
+        "sIdentifiant": call.device,
+    }
+
+
+def notification_entry(notification: Notification) -> dict:
+    """Return one notification of `/notification/list/` (fields of the send's answer, and the rest)."""
+    return {
+        "id": notification.id,
+        "sid": notification.sid,
+        "title": notification.title,
+        "message": notification.message,
+        "type": notification.type,
+        "distribued": 1 if notification.distributed else 0,
+        "date": f"{local(notification.created_at):%Y-%m-%d %H:%M:%S}",
+        "date_utc": f"{utc(notification.created_at):%Y-%m-%d %H:%M:%S}",
+    }
+
+
+def email_entry(email: Email) -> dict:
+    """Return one message of `/getemail/`."""
+    return {
+        "id": email.id,
+        "mbox": email.folder,
+        "from_name": email.sender_name,
+        "from_email": email.sender_email,
+        "to": email.recipient_email,
+        "subject": email.subject,
+        "body": email.body,
+        "date": f"{utc(email.at):%Y-%m-%d %H:%M:%S}",
+        "timestamp": email.at,
+        "attachment_name": email.attachment_name,
+        "attachment_size": email.attachment_size,
     }
