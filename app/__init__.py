@@ -11,7 +11,8 @@ from flask.json.provider import DefaultJSONProvider
 
 from app import startup
 from app.config import Settings
-from app.fronts import health, metrics, rate_limits, request_log, sandbox_console, webhook_sources
+from app.fronts import health, inbox, metrics, rate_limits, request_log, sandbox_console, webhook_sources
+from app.fronts.inbox import security as inbox_security
 from app.fronts.smsmobileapi import endpoints as rest_endpoints
 from app.fronts.smsmobileapi import oauth, rest, soap
 from app.service.bridge import init_app as init_runtime
@@ -35,6 +36,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     webhook_sources.init_app(app)
     app.register_blueprint(rest_endpoints.bp)
+    if any(b.simulates for b in state.backends) or settings.ui_password:
+        inbox.init_app(app)  # before the passthrough: `/` is the inbox (docs/inbox.md)
     # Any other path goes to the vendor as made for callers whose backend passes it through.
     app.register_blueprint(rest.passthrough_bp)
     if any(b.simulates for b in state.backends):
@@ -53,9 +56,15 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 #: Every request hook, in the order it runs; no other module registers one. Before the view: the request's
 #: context (its id and clock), the body read whole (a broken one refused before anything reads it), a SOAP
 #: envelope checked before the limiter counts it, then flask-limiter's check, which rate_limits.init_app
-#: registers after these. After the view: the X-RateLimit-* headers, the log line, Connection: close.
+#: registers after these. After the view: the X-RateLimit-* headers, the log line, Connection: close, and
+#: on the web inbox's and console's pages their security headers and session cookie.
 BEFORE_REQUEST = (begin, rest.read_body_first, soap.refuse_bad_envelope)
-AFTER_REQUEST = (rate_limits.limit_headers, request_log.finish, rest.close_after_malformed_body)
+AFTER_REQUEST = (
+    rate_limits.limit_headers,
+    request_log.finish,
+    rest.close_after_malformed_body,
+    inbox_security.headers,
+)
 
 
 def _register_hooks(app: Flask) -> None:

@@ -19,6 +19,7 @@ from app.service.context import RequestContext, begin, current, current_or_none,
 from app.service.delivery import deliver
 from app.service.idempotency import PARAMETER as IDEMPOTENCY_PARAMETER
 from app.service.idempotency import fingerprint, requested_key
+from app.service.inbox import Inbox, MessageRow, ReceivedRow
 from app.state.limits import limiter_storage
 from app.state.sqlite.db import trouble
 
@@ -35,7 +36,10 @@ def storage_unavailable(error: sqlite3.OperationalError) -> StorageUnavailable:
 __all__ = [
     "IDEMPOTENCY_PARAMETER",
     "Backend",
+    "Inbox",
+    "MessageRow",
     "Principal",
+    "ReceivedRow",
     "RequestContext",
     "Runtime",
     "backend_class",
