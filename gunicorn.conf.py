@@ -263,3 +263,21 @@ def post_fork(server: object, worker: object) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, worker.handle_exit)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Close the worker's PostgreSQL pools while its gevent hub still runs.
+
+    Left to the interpreter's exit, an open psycopg pool's finaliser joins its threads (greenlets) once
+    the hub is gone, and prints a traceback ("greenlet is being finalized") at every worker stop.
+    """
+    if "psycopg_pool" not in sys.modules:  # SQLite state and counts: nothing to close
+        return
+    from app.state import close_shared_state
+
+    close_shared_state()
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", {})  # None if the app never loaded
+    limits = extensions.get("smsbridge.limiter")
+    counts = getattr(limits.limiter.storage, "primary", None) if limits else None
+    if counts is not None and hasattr(counts, "close"):
+        counts.close()  # the postgresql:// counts' own pool

@@ -12,6 +12,8 @@ harness's own tests are in tests/harness_selftest/.
     net.py          free_port, closed_port_url, port_of, stop_quickly
     redis.py        RedisServer (a real redis-server: stop, restart, freeze, thaw), fingerprint
     postgres.py     PostgresServer (a throwaway cluster: stop, restart, freeze, thaw, create_database)
+    hosts.py        Host, Hosts, shared_env: bridges on several "machines" (own gunicorn masters and
+                    data directories, one PostgreSQL/Redis/token secret/clients file); kill, pause, restart
     browser.py      Browser (headless Debian Chromium through Playwright; nothing leaves 127.0.0.1),
                     screenshot, screenshots_taken, SCREENSHOTS
     newman.py       run_collection (the vendor's Postman collection against 127.0.0.1), NewmanRun

@@ -62,6 +62,8 @@ CHECK_SECONDS = 1.0
 MIN_WORK_SECONDS = 1.0
 #: the server's own bound on a statement, for a server that is slow but alive
 STATEMENT_TIMEOUT_MS = 4000
+#: how long the pool retries a connection it lost, before the next request that needs one starts afresh
+RECONNECT_SECONDS = OPERATION_SECONDS
 #: connections per process: under gevent a worker's requests take turns on them
 POOL_MIN = 1
 POOL_MAX = 10
@@ -217,6 +219,11 @@ class PostgresDatabase:
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=OPERATION_SECONDS,
+            # psycopg_pool retries a lost connection with a backoff that doubles without end (1, 2, 4... s):
+            # after an outage of a minute, requests would wait for its next try about as long again. Given
+            # up after OPERATION_SECONDS (tries 1 s and 2 s apart), a new try starts with the next request
+            # that needs a connection: within that request's wait.
+            reconnect_timeout=RECONNECT_SECONDS,
             check=_check,
             name="smsbridge-state",
             open=False,
@@ -279,7 +286,9 @@ class PostgresDatabase:
             what = trouble(error)
             raise StorageUnavailable(_note(store, what, undone), trouble=what) from error
 
-    def housekeeping(self, work: Callable[[Connection], int], *, store: str) -> int:
+    def housekeeping(
+        self, work: Callable[[Connection], int], *, store: str, undone: str = "nothing was removed"
+    ) -> int:
         """Run `work` unless another process runs housekeeping now (then return 0): one host at a time."""
 
         def guarded(connection: Connection) -> int:
@@ -288,7 +297,7 @@ class PostgresDatabase:
             ).fetchone()
             return work(connection) if row and row["mine"] else 0
 
-        return self.run(guarded, store=store, undone="nothing was removed", atomic=True)
+        return self.run(guarded, store=store, undone=undone, atomic=True)
 
     def close(self) -> None:
         """Close this process's pool (its connections and threads); the next use makes another."""

@@ -39,7 +39,10 @@ class PostgresIdempotency(IdempotencyStore):
         created = int(now)
         if created >= self._next_sweep:
             self._next_sweep = created + SWEEP_SECONDS
-            self._db.housekeeping(lambda db: db.execute(SWEEP_SQL, (created - ttl,)).rowcount, store=STORE)
+            # In a send's path: failing, it says what the send's own failure would (nothing was sent).
+            self._db.housekeeping(
+                lambda db: db.execute(SWEEP_SQL, (created - ttl,)).rowcount, store=STORE, undone=UNDONE
+            )
 
         def claim(db: Connection) -> Record | None:
             # A row past its TTL that no sweep has removed yet is claimed over, as if it were gone.

@@ -180,6 +180,9 @@ class PostgresStorage(Storage):
                     min_size=1,
                     max_size=POOL_MAX,
                     timeout=WAIT_SECONDS,
+                    # Not psycopg_pool's backoff without end (see app.state.postgres.db): a new try starts
+                    # with the next probe once these have failed for this long.
+                    reconnect_timeout=4 * WAIT_SECONDS,
                     name="smsbridge-limits",
                     open=False,
                 )
