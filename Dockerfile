@@ -12,8 +12,7 @@ WORKDIR /srv/smsbridge
 
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p app/fronts app/backends \
- && touch app/__init__.py app/fronts/__init__.py app/backends/__init__.py \
+RUN mkdir app && touch app/__init__.py \
  && pip install --no-cache-dir . \
  && pip uninstall --yes smsbridge \
  && rm -rf app
