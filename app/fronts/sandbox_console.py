@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from app.errors import InvalidParameter, NotAllowed
 from app.fronts.smsmobileapi.dialect import require
 from app.fronts.smsmobileapi.rest import parameters, principal
-from app.service import Principal, runtime
+from app.service import Principal, phone_events, runtime
 from app.vocabulary import EmailDraft
 
 bp = Blueprint("sandbox_console", __name__, url_prefix="/sandbox")
@@ -47,20 +47,7 @@ def inbound() -> Response:
         kind=params.get("message_type", "text").strip() or "text",
         contact=params.get("contact", ""),
     )
-    runtime().emit(
-        caller.client,
-        "whatsapp.received"
-        if received.kind and params.get("channel", "sms").strip() == "whatsapp"
-        else "sms.received",
-        {
-            "guid": received.guid,
-            "from": received.number,
-            "message": received.message,
-            "received_at": received.received_at,
-            "alias": received.alias,
-            "device_id": received.device,
-        },
-    )
+    phone_events.received(runtime(), caller.client, received, params.get("channel", "sms").strip())
     return jsonify(result={"error": 0, "id": received.id, "guid": received.guid})
 
 
@@ -75,16 +62,7 @@ def fail() -> Response:
         params.get("error", "") or "failed",
         params.get("where", "mobile").strip() or "mobile",
     )
-    runtime().emit(
-        caller.client,
-        "sms.failed",
-        {
-            "guid": sms.guid,
-            "to": sms.recipient,
-            "status": "failed",
-            "error": sms.error_mobile or sms.error_api,
-        },
-    )
+    phone_events.failed(runtime(), caller.client, sms)
     return jsonify(result={"error": 0, "guid": sms.guid, "status": sms.status})
 
 
@@ -106,9 +84,7 @@ def deliver() -> Response:
     """Make a sent message delivered (its delivery report came), emitting the vendor's `sms.sent`."""
     params, caller = parameters(), _sandbox()
     sms = caller.backend.simulate_delivery(caller.upstream, require("guid", params.get("guid", "").strip()))
-    # The vendor's webhook types (its OpenAPI's WebhookEnvelope enum) have no delivery event: a delivery
-    # is `sms.sent` with status "delivered", as the mobsms backend relays its upstream's delivery reports.
-    runtime().emit(caller.client, "sms.sent", {"guid": sms.guid, "to": sms.recipient, "status": "delivered"})
+    phone_events.delivered(runtime(), caller.client, sms)
     return jsonify(result={"error": 0, "guid": sms.guid, "status": sms.status})
 
 

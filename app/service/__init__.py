@@ -14,6 +14,7 @@ from app.access.resolution import Principal, hash_key
 from app.access.tokens import is_token
 from app.backends import Backend, backend_class, webhook_source_names
 from app.errors import StorageUnavailable
+from app.service import phone_events
 from app.service.bridge import Runtime, runtime
 from app.service.context import RequestContext, begin, current, current_or_none, new_request_id
 from app.service.delivery import deliver
@@ -52,6 +53,7 @@ __all__ = [
     "is_token",
     "limiter_storage",
     "new_request_id",
+    "phone_events",
     "requested_key",
     "runtime",
     "storage_unavailable",

@@ -21,6 +21,7 @@ from app.access.resolution import Access, ClientEntry, hash_key
 from app.backends import Backend
 from app.backends.sandbox import StoredAccount
 from app.errors import UnknownMessage
+from app.service import phone_events
 from app.service.bridge import Runtime
 from app.state.base import Record
 from app.state.sandbox import SandboxStore, Via
@@ -180,43 +181,21 @@ class Inbox:
         received = self._backend().simulate_inbound(
             self._as(account), number, text, device=device, channel=channel or "sms"
         )
-        self.runtime.emit(
-            self.client_of(account),
-            "whatsapp.received" if channel == "whatsapp" else "sms.received",
-            {
-                "guid": received.guid,
-                "from": received.number,
-                "message": received.message,
-                "received_at": received.received_at,
-                "alias": received.alias,
-                "device_id": received.device,
-            },
-        )
+        phone_events.received(self.runtime, self.client_of(account), received, channel)
         return received
 
     def fail(self, guid: str, error: str = "failed", where: str = "mobile") -> SentSms:
         """Make a sent message fail, then its event, as POST /sandbox/fail does."""
         message = self.message(guid)
         sms = self._backend().simulate_failure(self._as(message.account), guid, error or "failed", where)
-        self.runtime.emit(
-            message.client,
-            "sms.failed",
-            {
-                "guid": sms.guid,
-                "to": sms.recipient,
-                "status": "failed",
-                "error": sms.error_mobile or sms.error_api,
-            },
-        )
+        phone_events.failed(self.runtime, message.client, sms)
         return sms
 
     def deliver(self, guid: str) -> SentSms:
         """Make a sent message delivered, then its event, as POST /sandbox/deliver does."""
         message = self.message(guid)
         sms = self._backend().simulate_delivery(self._as(message.account), guid)
-        self.runtime.emit(
-            message.client, "sms.sent", {"guid": sms.guid, "to": sms.recipient, "status": "delivered"}
-        )
+        phone_events.delivered(self.runtime, message.client, sms)
         return sms
 
     def resend(self, guid: str) -> int:
