@@ -77,6 +77,9 @@ def client_key() -> str:
 
 def _identify() -> str:
     access = runtime().access
+    if request.blueprint == "inbox":
+        # The web inbox's pages and sign-in count by address: an apikey field must not buy a fresh count.
+        return f"ip:{request.remote_addr}"
     if request.blueprint == webhook_sources.bp.name:
         # A source URL the bridge gave out counts as its source and client; any other post, by address.
         signed = webhook_sources.signed_source()

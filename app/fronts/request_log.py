@@ -99,7 +99,7 @@ def finish(response: Response) -> Response:
         "request_id": ctx.request_id,
         "client_ip": req.remote_addr,
         "method": req.method,
-        "path": req.path,
+        "path": _logged_path(req),
         "dialect": _DIALECTS.get(req.blueprint or "", "rest"),
         "operation": ctx.soap_operation or (req.endpoint or "").rpartition(".")[2] or None,
         "client": principal.client if principal else ctx.limit_key,
@@ -117,6 +117,17 @@ def finish(response: Response) -> Response:
     for observer in _request_observers:
         observer(line)
     return response
+
+
+def _logged_path(req: Request) -> str:
+    """Return the request's path, a phone number in it (the inbox's phone pages) masked as recipients are."""
+    number = (req.view_args or {}).get("number")
+    if not isinstance(number, str) or not number or req.url_rule is None:
+        return req.path
+    masked = mask_number(number) or "-"
+    return req.url_rule.rule.replace("<number>", masked).replace(
+        "<account>", str((req.view_args or {}).get("account", ""))
+    )
 
 
 def _timestamp(now: float | None = None) -> str:

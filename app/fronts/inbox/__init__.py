@@ -59,6 +59,8 @@ def _guarded(
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not on():
                 abort(404)  # answered as any unknown path is: the dialect's JSON 404
+            if not security.host_served():
+                return _misdirected()
             if not security.signed_in():
                 if post:
                     return _error(403, "Sign in first.")
@@ -90,6 +92,10 @@ def _render(template: str, **values: Any) -> str:
 
 def _error(status: int, note: str) -> tuple[str, int]:
     return _render("inbox/error.html", status=status, note=note, poll_ms=0), status
+
+
+def _misdirected() -> tuple[str, int]:
+    return _error(421, "This bridge is not served under that name: open it by its address or its public URL.")
 
 
 def _back() -> Response:
@@ -195,6 +201,8 @@ def console() -> Any:
 def login() -> Any:
     if not (inbox_on() or console_on()):
         abort(404)
+    if not security.host_served():
+        return _misdirected()
     target = security.safe_next(request.values.get("next"))
     if not security.password_required():
         return redirect(target, 303)

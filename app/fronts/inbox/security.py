@@ -3,15 +3,18 @@
 A session is a signed cookie (itsdangerous, under a key derived from the bridge's token secret and
 SMSBRIDGE_UI_PASSWORD): a random session id and whether the password was given. Every page starts one;
 every button is a POST carrying a CSRF token, the session id signed under another salt, so a token is
-good only with the cookie it was made for. The cookie is HttpOnly and SameSite=Strict.
+good only with the cookie it was made for. The cookie is HttpOnly and SameSite=Lax.
+Only requests naming an IP address, localhost or the public URL's host are served (DNS rebinding).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Response, current_app, request
 from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
@@ -114,10 +117,35 @@ def csrf_ok() -> bool:
 
 
 def safe_next(target: str | None) -> str:
-    """Return `target` if it is a path of this site, else "/" (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return "/"
+    """Return `target` if it is a path of this site, else "/" (no open redirect).
+
+    Browsers drop tabs and newlines from a URL and read a backslash as a slash: to them "/\t/evil.example"
+    is "//evil.example". A target holding a backslash or any control character is refused whole.
+    """
+    if not target or not target.startswith("/") or "\\" in target or not target.isprintable():
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return "/"
+    return target
+
+
+def host_served() -> bool:
+    """Say whether the request names this bridge: an IP literal, localhost, or the public URL's host.
+
+    Any other name is one re-pointed at the bridge's address (DNS rebinding): a page served under it
+    would be same-origin with the inbox, and could read it and press its buttons.
+    """
+    host = (urlsplit("//" + request.host).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    if host == (urlsplit(runtime().settings.public_url).hostname or "").rstrip("."):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def headers(response: Response) -> Response:
@@ -135,7 +163,9 @@ def headers(response: Response) -> Response:
             str(_serializer("session").dumps(request.environ[_ENVIRON])),
             max_age=SESSION_SECONDS,
             httponly=True,
-            samesite="Strict",
+            # Lax, not Strict: a link from another site must not arrive cookie-less and replace the
+            # session with a signed-out one. Every change is a POST with a CSRF token either way.
+            samesite="Lax",
             secure=request.is_secure,
             path="/",
         )
