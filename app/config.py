@@ -49,7 +49,8 @@ class Settings:
     mobsms_max_pages: int = 20
     clients_file: str | None = None
     rate_limit: str = "120/minute"
-    ratelimit_storage: str = "sqlite://"
+    #: may hold a password (postgresql://USER:PASSWORD@..., redis://:PASSWORD@...): never shown
+    ratelimit_storage: str = field(default="sqlite://", repr=False)
     #: where the state that must never be lost or repeated lives: SQLite files in the data directory, or
     #: a PostgreSQL database several hosts share (its URL may hold a password: never shown)
     state_url: str = field(default="sqlite://", repr=False)

@@ -139,6 +139,10 @@ def parameters() -> dict[str, str]:
         _check_utf8(request.get_data(), "the form body")
     params = request.args.to_dict()
     params.update(_body().items())
+    for name, value in params.items():
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL's text cannot hold it: refused alike on every engine, never a retryable 503.
+            raise InvalidParameter(f"{name[:40]} holds a NUL character (U+0000), which no parameter may")
     ctx.params = params
     return params
 

@@ -75,6 +75,8 @@ MIGRATION_TIMEOUT_MS = 60_000
 
 TIMED_OUT = "postgresql timed out"
 UNREACHABLE = "postgresql unreachable"
+NEWER_SCHEMA = "the postgresql schema is a newer smsbridge's"
+BUSY = f"postgresql busy (all {POOL_MAX} connections of this process in use)"
 
 MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS smsbridge_migrations (
@@ -245,6 +247,14 @@ class PostgresDatabase:
         except TimedOut:
             note = _note("smsbridge's shared state", TIMED_OUT, "nothing was sent or changed")
             raise StorageUnavailable(note, trouble=TIMED_OUT) from None
+        except UnusableDatabase as error:
+            # A newer smsbridge migrated the database after this one started (a rolling upgrade): this
+            # worker cannot use it; said here, and as a retryable 503 rather than a 500 per request.
+            log.error("smsbridge: %s", error)
+            raise StorageUnavailable(
+                _note("smsbridge's shared state", NEWER_SCHEMA, "nothing was sent or changed"),
+                trouble=NEWER_SCHEMA,
+            ) from error
         except psycopg.Error as error:
             what = trouble(error)
             raise StorageUnavailable(
@@ -280,8 +290,12 @@ class PostgresDatabase:
         except TimedOut:
             raise StorageUnavailable(_note(store, TIMED_OUT, undone), trouble=TIMED_OUT) from None
         except PoolTimeout as error:
-            # No connection in time: the server refuses, or it froze (the check of an idle one was cut).
-            raise StorageUnavailable(_note(store, UNREACHABLE, undone), trouble=UNREACHABLE) from error
+            # No connection in time: the server refuses, or it froze (the check of an idle one was cut);
+            # or every connection of the pool is in use (the server may well answer): not the same fault.
+            stats = self._pool.get_stats() if self._pool is not None else {}
+            full = stats.get("pool_size", 0) >= POOL_MAX and not stats.get("pool_available", 0)
+            what = BUSY if full else UNREACHABLE
+            raise StorageUnavailable(_note(store, what, undone), trouble=what) from error
         except psycopg.Error as error:
             what = trouble(error)
             raise StorageUnavailable(_note(store, what, undone), trouble=what) from error

@@ -46,12 +46,15 @@ class PostgresIdempotency(IdempotencyStore):
 
         def claim(db: Connection) -> Record | None:
             # A row past its TTL that no sweep has removed yet is claimed over, as if it were gone.
+            # One transaction: the INSERT ... ON CONFLICT DO UPDATE locks the row it found (even when its
+            # WHERE keeps it), so a release cannot delete it before the SELECT reads it; and a claim
+            # written to a server that froze is never committed by its thaw (its COMMIT was never sent).
             claimed = db.execute(CLAIM_SQL, (scope, fingerprint, created, now + hold, created - ttl)).rowcount
             if claimed:
                 return None
             return db.execute(SELECT_SQL, (scope,)).fetchone()
 
-        return self._db.run(claim, store=STORE, undone=UNDONE)
+        return self._db.run(claim, store=STORE, undone=UNDONE, atomic=True)
 
     def idempotent(self, scope: str) -> Record | None:
         """Return what is kept for `scope`, or None."""

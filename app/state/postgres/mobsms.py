@@ -70,19 +70,22 @@ class PostgresMobsmsState(MobsmsState):
 
     def claim_resend(self, account: str, guid: str, hold: float) -> bool:
         """Claim the next resend of `guid` for `hold` seconds; False while another holds it."""
-        now = time.time()
+        # The server's clock, the same for every host (as the rate-limit windows'): a host whose clock is
+        # ahead must not see another's claim as expired. In a transaction: never committed by a thaw.
         return bool(
             self._db.run(
                 lambda db: (
                     db.execute(
-                        "INSERT INTO resend_claims (account, guid, until) VALUES (%s, %s, %s)"
+                        "INSERT INTO resend_claims (account, guid, until)"
+                        " VALUES (%s, %s, extract(epoch FROM clock_timestamp()) + %s)"
                         " ON CONFLICT (account, guid) DO UPDATE SET until = excluded.until"
-                        " WHERE resend_claims.until < %s",
-                        (account, guid, now + hold, now),
+                        " WHERE resend_claims.until < extract(epoch FROM clock_timestamp())",
+                        (account, guid, hold),
                     ).rowcount
                 ),
                 store=STORE,
                 undone=UNDONE,
+                atomic=True,
             )
         )
 

@@ -95,7 +95,10 @@ class PostgresOutbox(Outbox):
         """Lease the next due event for one attempt (attempts + 1), skipping `skip_clients`' events."""
         now = time.time() if now is None else now
         args = {"now": now, "until": now + LEASE_SECONDS, "skip": sorted(skip_clients)}
-        return self._db.run(lambda db: db.execute(CLAIM_SQL, args).fetchone(), store=STORE, undone=UNDONE)
+        # In a transaction: a claim written to a server that froze is never committed by its thaw.
+        return self._db.run(
+            lambda db: db.execute(CLAIM_SQL, args).fetchone(), store=STORE, undone=UNDONE, atomic=True
+        )
 
     def release(self, event_id: str) -> None:
         """Give back a lease that made no attempt (attempts - 1)."""
@@ -227,17 +230,17 @@ class PostgresOutbox(Outbox):
             listener.close()
 
     def about(self, guid: str, limit: int = 50) -> list[Record]:
-        return self._db.run(
-            lambda db: list[Record](
-                db.execute(
-                    "SELECT * FROM webhook_events WHERE data::jsonb ->> 'guid' = %s"
-                    " ORDER BY created_at LIMIT %s",
-                    (guid, limit),
-                ).fetchall()
-            ),
+        # Not data::jsonb: JSON text may hold "\\u0000", which jsonb refuses, and the cast of every row
+        # scanned made one such event fail the query for every guid. The text narrows, Python decides.
+        rows = self._db.run(
+            lambda db: db.execute(
+                "SELECT * FROM webhook_events WHERE strpos(data, %s) > 0 ORDER BY created_at",
+                (json.dumps(guid),),
+            ).fetchall(),
             store=STORE,
             undone=UNDONE,
         )
+        return list[Record]([row for row in rows if json.loads(row["data"]).get("guid") == guid][:limit])
 
     def close(self) -> None:
         """Close the listening connection, if any (the shared pool stays: other stores use it)."""
