@@ -7,7 +7,7 @@ newman comes from the npm registry: `scripts/setup --test` installs it into test
 --prefix); a newman on PATH is used otherwise. The collection and its environment are the vendor's files
 (tests/specs/smsmobileapi-postman/, else ../shared/specs/smsmobileapi-postman/).
 
-The collection's own variable and its environment both point `baseUrl` at https://api.smsmobileapi.com;
+The collection's own variable and its environment both point `baseUrl` at the vendor's API host;
 the run overrides it (with `--env-var`, which wins over both) and `apiKey`. Before newman starts, every
 request's URL is resolved with the variables the run will have and must be http://127.0.0.1:...; while it
 runs, newman's proxy is a closed port of 127.0.0.1 for every other host (NO_PROXY=127.0.0.1), and

@@ -17,7 +17,7 @@ import pytest
 
 from tests.harness.browser import SCREENSHOTS, Browser, screenshot, screenshots_taken
 from tests.harness.net import stop_quickly
-from tests.harness.newman import LOCAL_HOST, run_collection
+from tests.harness.newman import LOCAL_HOST, postman_files, run_collection
 
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'"
 
@@ -206,9 +206,14 @@ def test_newman_runs_the_vendors_collection_against_127_0_0_1_only(empty_json: E
     assert "replace-with-your-api-key" not in json.dumps(empty_json.received)
 
 
-@pytest.mark.parametrize(
-    "base_url", ["https://api.smsmobileapi.com", "http://localhost:8080", "http://10.0.0.1"]
-)
+def _vendors_own_base_url() -> str:
+    """Return the base URL the vendor's environment file names: the one a careless run would call."""
+    environment = json.loads(postman_files()[1].read_text())
+    [url] = [v["value"] for v in environment["values"] if v["key"] == "baseUrl"]
+    return str(url)
+
+
+@pytest.mark.parametrize("base_url", [_vendors_own_base_url(), "http://localhost:8080", "http://10.0.0.1"])
 def test_newman_refuses_a_base_url_off_127_0_0_1_before_it_starts(base_url: str) -> None:
     with pytest.raises(AssertionError, match=r"Send SMS: .* is not on 127\.0\.0\.1"):
         run_collection(base_url)
