@@ -238,6 +238,22 @@ def test_a_resend_claim_holds_against_a_host_whose_clock_is_ahead(
     assert b_won is False, "a host whose clock is ahead claimed a resend another host holds"
 
 
+def test_an_outbox_lease_holds_against_a_host_whose_clock_is_ahead(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host A leases an event for its attempt; host B, its clock 200 s ahead (over the 120 s lease), must find
+    it leased still: compared on B's clock, the lease had ended, and B delivered it a second time."""
+    host_a, host_b = PostgresOutbox(url), PostgresOutbox(url)
+    host_a.add("shop", "sms.received", {"guid": "g-1"}, event_id="event-1")
+    leased = host_a.claim()
+    assert leased is not None and leased["id"] == "event-1"
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 200.0)
+    taken_again = host_b.claim()
+    monkeypatch.undo()
+    assert taken_again is None, "a host whose clock is ahead took over an attempt another host is making"
+
+
 # --- input PostgreSQL cannot hold ---------------------------------------------------------------------------
 
 

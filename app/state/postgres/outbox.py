@@ -41,13 +41,16 @@ ADD_SQL = (
     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
 )
 NOTIFY_SQL = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+#: Leases are taken and compared on the server's clock (unless a test gives `now`): a host whose clock ran
+#: ahead of another's by more than LEASE_SECONDS would otherwise take over an attempt still being made.
 CLAIM_SQL = (
-    "WITH next AS ("
-    " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= %(now)s"
-    " AND lease_until <= %(now)s AND client <> ALL(%(skip)s::text[])"
+    "WITH clock AS (SELECT COALESCE(%(now)s::float8, extract(epoch FROM clock_timestamp())) AS now),"
+    " next AS ("
+    " SELECT id FROM webhook_events, clock WHERE status = 'pending' AND next_attempt_at <= clock.now"
+    " AND lease_until <= clock.now AND client <> ALL(%(skip)s::text[])"
     " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
-    " UPDATE webhook_events AS e SET lease_until = %(until)s, attempts = e.attempts + 1"
-    " FROM next WHERE e.id = next.id RETURNING e.*"
+    " UPDATE webhook_events AS e SET lease_until = clock.now + %(lease)s, attempts = e.attempts + 1"
+    " FROM next, clock WHERE e.id = next.id RETURNING e.*"
 )
 COUNT_SQL = (
     "SELECT status, COUNT(*) AS n FROM webhook_events WHERE status IN ('pending', 'dead') GROUP BY status"
@@ -93,8 +96,7 @@ class PostgresOutbox(Outbox):
 
     def claim(self, now: float | None = None, *, skip_clients: frozenset[str] = frozenset()) -> Record | None:
         """Lease the next due event for one attempt (attempts + 1), skipping `skip_clients`' events."""
-        now = time.time() if now is None else now
-        args = {"now": now, "until": now + LEASE_SECONDS, "skip": sorted(skip_clients)}
+        args = {"now": now, "lease": LEASE_SECONDS, "skip": sorted(skip_clients)}
         # In a transaction: a claim written to a server that froze is never committed by its thaw.
         return self._db.run(
             lambda db: db.execute(CLAIM_SQL, args).fetchone(), store=STORE, undone=UNDONE, atomic=True
