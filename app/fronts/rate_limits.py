@@ -4,7 +4,7 @@ A client is a managed client's name, else a fingerprint of the key it sends (for
 parsed envelope), else its IP address. Each has the default limit (SMSBRIDGE_RATE_LIMIT) or its own from
 the clients file: one application-wide limit, so one count per client across every endpoint, in fixed
 windows, under SMSBRIDGE_RATELIMIT_KEY_PREFIX (bridges sharing a Redis share counts only when they share
-the prefix). Counts live in SMSBRIDGE_RATELIMIT_STORAGE (the storages: app/limit_storages.py):
+the prefix). Counts live in SMSBRIDGE_RATELIMIT_STORAGE (the storages: app/state/limits.py):
 
 - sqlite:// (the default): a file in SMSBRIDGE_DATA_DIR, one exact count for every worker of the host;
 - memory://: the worker's own memory, exact only with one worker (Settings refuses more);
@@ -127,7 +127,11 @@ def _exempt() -> bool:
     path = request.path
     if path in EXEMPT_PATHS:
         return True
-    return request.method == "GET" and path in (soap.WSDL_PATH, soap.ENDPOINT_PATH)
+    if request.method != "GET":
+        return False
+    # The WSDL, and the web inbox's pages, polls and static files: a tab polls 30 times a minute, and would
+    # use up its address's count. Its sign-in and its buttons (POSTs) are counted, by address.
+    return path in (soap.WSDL_PATH, soap.ENDPOINT_PATH) or request.blueprint == "inbox"
 
 
 def init_app(app: Flask, settings: Settings, *, per_client: bool) -> RateLimits:

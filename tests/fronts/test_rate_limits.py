@@ -1,6 +1,6 @@
 """Rate limits through the real runtime: gunicorn in a child process and, for several workers, a real Redis.
 
-What `app/rate_limits.py` promises, checked from outside as a client sees it:
+What `app/fronts/rate_limits.py` promises, checked from outside as a client sees it:
 
 - one count per client across REST and SOAP; past the limit REST answers 429 with `Retry-After` and the
   dialect's error body, SOAP a `Client.RateLimited` fault; health checks and the WSDL are never limited;
@@ -214,7 +214,7 @@ def test_managed_clients_get_the_limit_of_the_clients_file(tmp_path: Path) -> No
     its own gets, not the variable. Keys the bridge does not know are counted by address, so guessing
     keys is limited too: different unknown keys from one address share one count, refused (403) until
     the limit and then 429. Which default that count has (the variable's 3 or `[defaults]`' 5) is not
-    asserted: README and app/rate_limits.py leave it open.
+    asserted: README and app/fronts/rate_limits.py leave it open.
     """
     slow_key, busy_key = new_key(), new_key()
     clients = tmp_path / "clients.toml"
@@ -423,7 +423,7 @@ def test_a_stopped_redis_keeps_answers_fast_and_limits_on_then_is_used_again(
 ) -> None:
     """Redis stops: every send is answered in under 1 s and each worker applies the limit in its memory.
 
-    app/rate_limits.py promises that a dead Redis costs one short timeout (100 ms) rather than seconds
+    app/fronts/rate_limits.py promises that a dead Redis costs one short timeout (100 ms) rather than seconds
     per request, and never switches limits off: a client gets at most its limit per worker. So, for a
     fresh key, each worker answers 200 up to 5 times and 429 after, which the access log's pids show.
     Health checks still answer. Redis then starts again on the same port (empty: no persistence):
@@ -513,6 +513,17 @@ def test_one_key_however_the_envelope_spells_it_is_one_count(default_bridge: Gun
 
 def _rest_send(client: FlaskClient, key: str) -> TestResponse:
     return client.get("/sendsms/", query_string={"apikey": key, "recipients": TO, "message": "Hi"})
+
+
+def test_the_inbox_pages_and_polls_are_not_counted_but_its_sign_in_is(make_app: Callable[..., Flask]) -> None:
+    """A tab polls the inbox every 2 s: counted by address, four tabs used up the default 120/minute and the
+    buttons answered 429. Pages and polls go uncounted; sign-in (password guesses) stays counted by address."""
+    client = make_app("sandbox", rate_limit="3/minute", ui_password="open-sesame-123").test_client()
+    for _ in range(10):
+        assert client.get("/ui/login").status_code == 200
+        assert client.get("/", headers={"X-UI-Live": "1"}).status_code in (200, 303)
+    guesses = [client.post("/ui/login", data={"password": "wrong"}).status_code for _ in range(5)]
+    assert guesses[:3] != [429] * 3 and guesses[-1] == 429, guesses
 
 
 def test_answers_carry_the_limit_the_remaining_and_the_reset(make_app: Callable[..., Flask]) -> None:
