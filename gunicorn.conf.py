@@ -193,7 +193,7 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_field_size = 8190
 
-# No access log: the request log (app/request_log.py) already writes one JSON line per request, with
+# No access log: the request log (app/fronts/request_log.py) already writes one JSON line per request, with
 # more in it, and a second line per request cost about 5% of the CPU of a send. Turned on
 # (GUNICORN_CMD_ARGS="--access-logfile=-"), it shows the path without its query string, which can
 # carry `apikey` and the message.

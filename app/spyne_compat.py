@@ -12,8 +12,8 @@ Importing this module, before anything imports spyne:
 - resolves every `spyne.util.six.<name>` (`moves`, `moves.urllib.parse`, ...) to `six.<name>`.
 
 It applies on every supported Python, 3.11 included, so what runs in production is what the tests run.
-Delete this module, its import in `app/fronts/soap.py` and the `six` dependency once a spyne release
-carries the fix.
+Delete this module, its import in `app/fronts/smsmobileapi/soap.py` and the `six` dependency once a
+spyne release carries the fix.
 """
 
 from __future__ import annotations

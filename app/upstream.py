@@ -88,8 +88,8 @@ from app.errors import (
 log = logging.getLogger(__name__)
 
 #: what is told of every upstream call: its backend, its status (None when no answer came) and its
-#: seconds. app/request_log.py registers here (for the request's log line and the metrics): this module
-#: knows nothing of Flask's request state.
+#: seconds. create_app registers app/fronts/request_log.py here (for the log line and the metrics): this
+#: module knows nothing of Flask's request state.
 _call_observers: list[Callable[[str, int | None, float], None]] = []
 
 

@@ -1,7 +1,7 @@
 """Webhook targets: where a client's events go, and the check of a webhook URL.
 
 Its own module, below both app/config.py (which checks SMSBRIDGE_WEBHOOK_URL as the settings are read)
-and app/webhooks.py (which checks each target again at delivery), so neither imports the other. It
+and app/webhooks/delivery.py (which checks each target again at delivery), so neither imports the other. It
 imports nothing of the bridge's, and urllib3 only inside parse_target: gunicorn's master reads the
 settings before gevent patches ssl in the workers.
 

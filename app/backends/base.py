@@ -51,7 +51,7 @@ class Headers(Protocol):
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """An event an upstream posted, in the bridge's webhook vocabulary (app/webhooks.py renders it)."""
+    """An upstream's event in the bridge's webhook vocabulary (app/webhooks/delivery.py sends it)."""
 
     #: sms.received, sms.sent, sms.failed...
     type: str

@@ -2,7 +2,7 @@
 
 Its webhooks (incoming SMS, delivery status, a message's callback_url) are read here too
 (`webhook_event`) and pointed at the bridge with `register_webhooks` (PUT /api/webhooks);
-app/webhook_sources.py serves the URL they are posted to.
+app/fronts/webhook_sources.py serves the URL they are posted to.
 """
 
 from __future__ import annotations
@@ -183,9 +183,7 @@ class MobsmsBackend(Backend):
                 attempt = self.store.add_resend(credential.account, guid, new_id)
             except StorageUnavailable as error:
                 # mobsms took the copy: its caller hears so. The claim stays until its deadline.
-                log.error(
-                    "a resend was accepted by mobsms but could not be recorded (%s)", error.__cause__ or error
-                )
+                log.error("a resend was accepted by mobsms but could not be recorded (%s)", error.trouble)
                 attempt = len(copies) + 1
             return ResendReceipt(attempt=attempt, message_id=new_id)
         finally:

@@ -7,7 +7,7 @@ With a credential the operator holds (a managed client's upstream key, a failove
 only to the vendor's documented endpoints, and the key is masked wherever the answer quotes it.
 
 The vendor's webhooks (V1's flat payload, V2's signed `{id, type, data}` envelope) are read here too
-(`verify_webhook`, `webhook_event`); app/webhook_sources.py serves the URL they are posted to.
+(`verify_webhook`, `webhook_event`); app/fronts/webhook_sources.py serves the URL they are posted to.
 """
 
 from __future__ import annotations

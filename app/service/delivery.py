@@ -121,7 +121,7 @@ def deliver(caller: Principal, send: SendRequest, breaker: CircuitBreaker) -> Se
 
 
 def _upstream_calls() -> int:
-    """Return how many upstream calls this request made so far (app/request_log.py counts them)."""
+    """Return how many upstream calls this request made so far (app/fronts/request_log.py counts them)."""
     context = current_or_none()
     return context.upstream_calls if context is not None else 0
 

@@ -1,7 +1,7 @@
 """What smsbridge must never lose or repeat, one interface per kind of state.
 
-Each kind has an implementation per engine (app/state/sqlite/ today). The rules are written for a store that
-several hosts share, so that a second engine can keep them without in-process locks:
+Each kind has an implementation per engine (app/state/sqlite/ and app/state/postgres/). The rules are
+written for a store that several hosts share, so that an engine keeps them without in-process locks:
 
 - a claim is a row written before the work it guards (an idempotency key before the send, a resend before
   the upstream call), carrying its holder's deadline; a claim past its deadline belongs to a holder that died;

@@ -2,8 +2,9 @@
 calls, notifications and e-mail.
 
 Each view reads the dialect's parameters, asks the backend in the internal vocabulary, applies the
-dialect's filters (app/fronts/filters.py) and answers in the shape the vendor's docs show. A backend
-that passes the vendor's API through does not use these views: every call goes to the vendor as made.
+dialect's filters (app/fronts/smsmobileapi/filters.py) and answers in the shape the vendor's docs show.
+A backend that passes the vendor's API through does not use these views: every call goes to the vendor
+as made.
 """
 
 from __future__ import annotations
