@@ -516,8 +516,8 @@ def _rest_send(client: FlaskClient, key: str) -> TestResponse:
 
 
 def test_the_inbox_pages_and_polls_are_not_counted_but_its_sign_in_is(make_app: Callable[..., Flask]) -> None:
-    """A tab polls the inbox every 2 s: counted by address, four tabs used up the default 120/minute and the
-    buttons answered 429. Pages and polls go uncounted; sign-in (password guesses) stays counted by address."""
+    """A tab polls the inbox every 2 s: counted by address, four tabs used up the default 120/minute and
+    the buttons answered 429. Pages and polls go uncounted; sign-in (password guesses) stays counted."""
     client = make_app("sandbox", rate_limit="3/minute", ui_password="open-sesame-123").test_client()
     for _ in range(10):
         assert client.get("/ui/login").status_code == 200
