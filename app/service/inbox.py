@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import state
-from app.access.resolution import Access, ClientEntry, hash_key
+from app.access.resolution import Access, ClientEntry
 from app.backends import Backend
-from app.backends.sandbox import StoredAccount
+from app.backends.sandbox import StoredAccount, account_of
 from app.errors import UnknownMessage
 from app.service import phone_events
 from app.service.bridge import Runtime
@@ -29,6 +29,8 @@ from app.vocabulary import CredentialSource, ReceivedSms, SentSms
 
 #: how many messages a page lists at most
 PAGE = 200
+#: how many dead events the console lists at most (the oldest; their count is shown whole)
+DEAD_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Inbox:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._store: SandboxStore | None = None
+        #: {account: client name} and the clients it was made from (remade when the clients file changes)
+        self._clients: tuple[list[ClientEntry], dict[str, str]] = ([], {})
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -120,10 +124,6 @@ class Inbox:
 
     def deliveries(self, guid: str) -> list[dict[str, Any]]:
         """Return the webhook events about message `guid`: type, status, attempts, last answer."""
-        try:
-            events = self.runtime.events.about(guid)
-        except NotImplementedError:
-            return []
         return [
             {
                 "id": e["id"],
@@ -135,7 +135,7 @@ class Inbox:
                 "created_at": e["created_at"],
                 "delivered_at": e["delivered_at"],
             }
-            for e in events
+            for e in self.runtime.events.about(guid)
         ]
 
     def sent_log(self, account: str) -> list[SentSms]:
@@ -164,13 +164,21 @@ class Inbox:
         }
 
     def client_of(self, account: str) -> str:
-        """Return who sends with the account: a managed client's name, else its key's fingerprint."""
+        """Return who sends with the account: a managed client's name, else its key's fingerprint.
+
+        A managed client's account is the one of its upstream key or, when its failover backend is the
+        sandbox, of the credential its sends fail over with (as app.access.resolution gives it). The map
+        is made once per version of the clients file, not per message listed.
+        """
         access = self.runtime.access
-        if access.managed:
-            for entry in _client_entries(access):
-                if entry.upstream_key and hash_key(entry.upstream_key) == account:
-                    return str(entry.name)
-        return account[:12]
+        if not access.managed:
+            return account[:12]
+        entries = _client_entries(access)
+        made_from, accounts = self._clients
+        if entries != made_from:  # compares the entries themselves first: cheap while the file is the same
+            accounts = _accounts_of(entries)
+            self._clients = (entries, accounts)
+        return accounts.get(account) or account[:12]
 
     # --- what the buttons make happen ----------------------------------------------------------------
 
@@ -230,8 +238,11 @@ class Inbox:
         counts = self.runtime.events.counts()
         return {"pending": counts.get("pending", 0), "dead": counts.get("dead", 0)}
 
-    def dead_events(self) -> list[dict[str, Any]]:
-        """Return the dead events, oldest first: id, type, client, attempts, last error (never their data)."""
+    def dead_events(self, limit: int = DEAD_PAGE) -> list[dict[str, Any]]:
+        """Return up to `limit` dead events, oldest first: id, type, client, attempts, last error.
+
+        Never their data (the message an event carries).
+        """
         return [
             {
                 "id": e["id"],
@@ -241,7 +252,7 @@ class Inbox:
                 "last_error": e["last_error"] or "",
                 "created_at": e["created_at"],
             }
-            for e in self.runtime.events.dead()
+            for e in self.runtime.events.dead(limit)
         ]
 
     def replay(self, event_id: str) -> bool:
@@ -294,3 +305,17 @@ class Inbox:
 def _client_entries(access: Access) -> list[ClientEntry]:
     """The managed clients, as the clients file says now."""
     return access.entries()
+
+
+def _accounts_of(entries: list[ClientEntry]) -> dict[str, str]:
+    """Return {sandbox account: client name} for managed clients: the account of each upstream key, then
+    of each sandbox failover's credential (app.access.resolution.Access.principal_for's: the client's
+    failover key, else "client:<name>"). An account two clients share goes to the first that has it."""
+    accounts: dict[str, str] = {}
+    for entry in entries:
+        if entry.upstream_key:
+            accounts.setdefault(account_of(entry.upstream_key), entry.name)
+    for entry in entries:
+        if entry.failover_backend == "sandbox":
+            accounts.setdefault(account_of(entry.failover_key or f"client:{entry.name}"), entry.name)
+    return accounts

@@ -129,8 +129,12 @@ class Outbox(abc.ABC):
         """Record a failed attempt (fenced by its attempt): retry with backoff, or dead past the window."""
 
     @abc.abstractmethod
-    def dead(self) -> list[Record]:
-        """Return the events that exhausted their retries, oldest first."""
+    def dead(self, limit: int | None = None) -> list[Record]:
+        """Return the events that exhausted their retries, oldest first (`limit` of them at most).
+
+        Their records hold every column but `data`: what lists them shows their id, type, client,
+        attempts and last error, never the message the event carries.
+        """
 
     @abc.abstractmethod
     def replay(self, event_id: str) -> bool:
@@ -158,6 +162,9 @@ class Outbox(abc.ABC):
     def close(self) -> None:  # noqa: B027
         """Close this thread's connections."""
 
+    @abc.abstractmethod
     def about(self, guid: str, limit: int = 50) -> list[Record]:
-        """Return the events whose data names message `guid`, oldest first (for the web inbox)."""
-        raise NotImplementedError
+        """Return up to `limit` events whose data names message `guid` (data["guid"]), oldest first.
+
+        For the web inbox, whose message page asks every few seconds: read on an index, never a scan.
+        """

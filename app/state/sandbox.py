@@ -242,8 +242,9 @@ class SandboxStore(abc.ABC):
     ) -> list[Record]:
         """Return up to `limit` sent messages of every account, newest first.
 
-        Only those whose recipient or text holds `search` (case-insensitive, as plain text), with that
-        `status`, sent `via` that channel.
+        Only those whose recipient or text holds `search` (as plain text, case-insensitive in Unicode on
+        every engine: "émile" finds "Émile"), with that `status`, sent `via` that channel. Read on an index
+        of their age: its cost follows `limit`, not the messages kept.
         """
 
     @abc.abstractmethod
@@ -252,4 +253,7 @@ class SandboxStore(abc.ABC):
 
     @abc.abstractmethod
     def inbox_received(self, *, search: str = "", limit: int = 100) -> list[Record]:
-        """Return up to `limit` received messages (SMS and WhatsApp) of every account, newest first."""
+        """Return up to `limit` received messages (SMS and WhatsApp) of every account, newest first.
+
+        Only those whose number or text holds `search`, as `inbox` searches.
+        """

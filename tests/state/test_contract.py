@@ -555,3 +555,54 @@ def test_start_up_migration_without_a_server_is_storage_unavailable() -> None:
         migrate_shared_state(settings)
     assert raised.value.trouble == "postgresql unreachable"
     assert migrate_shared_state(Settings()) == 0  # SQLite: nothing to do here
+
+
+# The web inbox's reads: a message's events, a page of dead events (issue 15)
+
+
+def test_every_outbox_lists_a_messages_events_and_a_page_of_dead_ones(engine: Engine) -> None:
+    assert {"about", "dead"} <= Outbox.__abstractmethods__  # each engine says how, on its own index
+    store = engine.outbox()
+    about = [store.add("client-a", "sms.sent", {"guid": "g1", "n": n}) for n in range(3)]
+    other = store.add("client-a", "sms.sent", {"guid": "g2"})
+    assert [event["id"] for event in store.about("g1", limit=2)] == about[:2]
+    assert [event["id"] for event in store.about("g2")] == [other]
+    assert store.about("g3") == []
+    for event_id in [*about, other]:
+        store.delivered(event_id)
+    for n in range(3):
+        store.add("client-a", "sms.received", {"message": "private words"}, event_id=f"dead-{n}")
+        claimed = store.claim(time.time() + 10)
+        assert claimed is not None
+        store.failed(claimed, "HTTP 500", 0)
+    assert [event["id"] for event in store.dead(limit=2)] == ["dead-0", "dead-1"]  # the oldest
+    everything = store.dead()
+    assert [event["id"] for event in everything] == ["dead-0", "dead-1", "dead-2"]
+    assert all("data" not in event.keys() for event in everything)  # noqa: SIM118 (sqlite3.Row too)
+    assert everything[0]["last_error"] == "HTTP 500" and everything[0]["client"] == "client-a"
+
+
+def test_events_stored_before_the_guid_column_are_found_after_the_migration(pg_engine: Engine) -> None:
+    """The column `about` reads is filled for the events already stored, one by one: JSON that jsonb
+    refuses (a NUL escaped, a NaN), a guid that is not a string or no guid leave an event without, and
+    never fail the migration."""
+    before = MIGRATIONS[:-1]
+    pg.migrate(pg_engine.location, before)
+    rows = [
+        ("e1", json.dumps({"guid": "g1", "status": "sent"})),
+        ("e2", json.dumps({"guid": "g1", "message": "a\x00b"})),
+        ("e3", '{"guid": "g1", "n": NaN}'),
+        ("e4", json.dumps({"guid": 7})),
+        ("e5", json.dumps({"guid": "g1"})),
+    ]
+    with psycopg.connect(pg_engine.location) as db:
+        for n, (event_id, data) in enumerate(rows):
+            db.execute(
+                "INSERT INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
+                " VALUES (%s, 'client-a', 'sms.sent', %s, %s, 0)",
+                (event_id, data, 1000 + n),
+            )
+    assert pg.migrate(pg_engine.location) == len(MIGRATIONS) - len(before)
+    store = pg_engine.outbox()
+    assert [event["id"] for event in store.about("g1")] == ["e1", "e5"]
+    assert store.about("7") == []

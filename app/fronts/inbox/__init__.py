@@ -69,11 +69,26 @@ def _guarded(
                 return _error(
                     403, "This form expired or did not come from this site: reload the page and try again."
                 )
+            if _holds_nul():
+                return _error(400, "A NUL character (U+0000) is not text the inbox takes: remove it.")
             return view(*args, **kwargs)
 
         return guarded
 
     return wrap
+
+
+def _holds_nul() -> bool:
+    """Say whether the request's path segments, query or form hold a NUL character.
+
+    No store keeps one (PostgreSQL's text refuses it: a retryable 503 for input that can never be
+    stored), so it is refused here, on every engine, before any view reads its input.
+    """
+    fields = [*request.args.items(multi=True)]
+    if request.method == "POST":
+        fields += request.form.items(multi=True)
+    values = [*(request.view_args or {}).values(), *(part for field in fields for part in field)]
+    return any("\x00" in str(value) for value in values)
 
 
 def _render(template: str, **values: Any) -> str:
@@ -149,13 +164,13 @@ def phone(account: str, number: str) -> Any:
     inbox = security.inbox()
     region = runtime().settings.default_region
     conversation: dict | None = None
+    # Each log is read once per request, whichever origins are looked at (each look asks for both).
+    sent_log = functools.cache(lambda: inbox.sent_log(account))
+    received_sms = functools.cache(lambda: inbox.received_sms(account))
     try:
         for origin in ("sent", "received"):
             answer = conversations(
-                lambda: inbox.sent_log(account),
-                lambda: inbox.received_sms(account),
-                {"origineConversation": origin, "numero": number},
-                region,
+                sent_log, received_sms, {"origineConversation": origin, "numero": number}, region
             )
             if answer["conversations"]:
                 conversation = answer["conversations"][0]

@@ -155,5 +155,39 @@ CREATE TABLE IF NOT EXISTS sandbox_emails (
 );
 CREATE INDEX IF NOT EXISTS sandbox_emails_folder ON sandbox_emails (account, mailbox, folder, at);
 """
+#: what the web inbox reads often, on indexes: every account's messages newest first (the home page), a
+#: message's webhook events (its page, every few seconds: the guid their data names, a column `add` fills,
+#: filled here for the events stored before, one by one: data whose JSON jsonb refuses is left without);
+#: and smsbridge_lower, the Unicode lower-casing its search uses whatever the database's locale (ICU's
+#: root locale where the server has ICU; else the database's own lower)
+INBOX = """
+CREATE INDEX IF NOT EXISTS sandbox_sent_recent ON sandbox_sent (created_at, seq);
+CREATE INDEX IF NOT EXISTS sandbox_received_recent ON sandbox_received (received_at, id);
+ALTER TABLE webhook_events ADD COLUMN IF NOT EXISTS guid text;
+DO $$
+DECLARE
+    stored record;
+BEGIN
+    FOR stored IN SELECT id, data FROM webhook_events WHERE guid IS NULL AND strpos(data, '"guid"') > 0 LOOP
+        BEGIN
+            UPDATE webhook_events SET guid = stored.data::jsonb ->> 'guid'
+                WHERE id = stored.id AND jsonb_typeof(stored.data::jsonb -> 'guid') = 'string';
+        EXCEPTION WHEN others THEN
+            NULL;
+        END;
+    END LOOP;
+END $$;
+CREATE INDEX IF NOT EXISTS webhook_events_guid ON webhook_events (guid, created_at) WHERE guid IS NOT NULL;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu') THEN
+        CREATE OR REPLACE FUNCTION smsbridge_lower(value text) RETURNS text
+            LANGUAGE sql STABLE STRICT PARALLEL SAFE AS 'SELECT lower(value COLLATE "und-x-icu")';
+    ELSE
+        CREATE OR REPLACE FUNCTION smsbridge_lower(value text) RETURNS text
+            LANGUAGE sql STABLE STRICT PARALLEL SAFE AS 'SELECT lower(value)';
+    END IF;
+END $$;
+"""
 #: the migrations, oldest first: append, never edit (smsbridge_migrations records those applied)
-MIGRATIONS: tuple[str, ...] = (SCHEMA, SANDBOX, SANDBOX_EXTRAS)
+MIGRATIONS: tuple[str, ...] = (SCHEMA, SANDBOX, SANDBOX_EXTRAS, INBOX)

@@ -37,8 +37,18 @@ UNDONE = "nothing was stored or changed"
 NOTIFY_CHANNEL = "smsbridge_outbox"
 
 ADD_SQL = (
-    "INSERT INTO webhook_events (id, client, type, data, created_at, next_attempt_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO webhook_events (id, client, type, data, created_at, next_attempt_at, guid)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+#: the events about one message, on the partial index webhook_events_guid (the column `add` fills)
+ABOUT_SQL = (
+    "SELECT id, client, type, data, created_at, next_attempt_at, lease_until, attempts, status, last_error,"
+    " delivered_at FROM webhook_events WHERE guid = %s ORDER BY created_at LIMIT %s"
+)
+#: a dead event's columns but its data (the console lists them; it never shows a message); LIMIT NULL: all
+DEAD_SQL = (
+    "SELECT id, client, type, created_at, next_attempt_at, lease_until, attempts, status, last_error,"
+    " delivered_at FROM webhook_events WHERE status = 'dead' ORDER BY created_at LIMIT %s"
 )
 NOTIFY_SQL = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 #: Leases are taken and compared on the server's clock (unless a test gives `now`): a host whose clock ran
@@ -81,7 +91,7 @@ class PostgresOutbox(Outbox):
         """
         event_id = event_id or str(uuid.uuid4())
         now = time.time()
-        row = (event_id, client, event_type, json.dumps(data), now, now)
+        row = (event_id, client, event_type, json.dumps(data), now, now, _guid_of(data))
 
         def add(db: Connection) -> None:
             if db.execute(ADD_SQL, row).rowcount:
@@ -140,15 +150,9 @@ class PostgresOutbox(Outbox):
             undone=UNDONE,
         )
 
-    def dead(self) -> list[Record]:
-        """Return the events that exhausted their retries, oldest first."""
-        rows = self._db.run(
-            lambda db: db.execute(
-                "SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at"
-            ).fetchall(),
-            store=STORE,
-            undone=UNDONE,
-        )
+    def dead(self, limit: int | None = None) -> list[Record]:
+        """Return the events that exhausted their retries, oldest first (`limit` at most), without data."""
+        rows = self._db.run(lambda db: db.execute(DEAD_SQL, (limit,)).fetchall(), store=STORE, undone=UNDONE)
         return list(rows)
 
     def replay(self, event_id: str) -> bool:
@@ -232,19 +236,25 @@ class PostgresOutbox(Outbox):
             listener.close()
 
     def about(self, guid: str, limit: int = 50) -> list[Record]:
-        # Not data::jsonb: JSON text may hold "\\u0000", which jsonb refuses, and the cast of every row
-        # scanned made one such event fail the query for every guid. The text narrows, Python decides.
+        """Return up to `limit` events whose data names message `guid`, oldest first (on the guid column).
+
+        Never data::jsonb: JSON text may hold "\\u0000", which jsonb refuses. A guid holding NUL names no
+        event (`add` stores none such), and PostgreSQL text cannot even be compared with one.
+        """
+        if "\x00" in guid:
+            return []
         rows = self._db.run(
-            lambda db: db.execute(
-                "SELECT * FROM webhook_events WHERE strpos(data, %s) > 0 ORDER BY created_at",
-                (json.dumps(guid),),
-            ).fetchall(),
-            store=STORE,
-            undone=UNDONE,
+            lambda db: db.execute(ABOUT_SQL, (guid, limit)).fetchall(), store=STORE, undone=UNDONE
         )
-        return list[Record]([row for row in rows if json.loads(row["data"]).get("guid") == guid][:limit])
+        return list(rows)
 
     def close(self) -> None:
         """Close the listening connection, if any (the shared pool stays: other stores use it)."""
         with self._listener_lock:
             self._drop_listener()
+
+
+def _guid_of(data: dict) -> str | None:
+    """Return the message an event is about (data["guid"], a string without NUL), for its guid column."""
+    guid = data.get("guid")
+    return guid if isinstance(guid, str) and "\x00" not in guid else None

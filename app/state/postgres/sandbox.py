@@ -49,6 +49,41 @@ _VIA = {None: "TRUE", "sms": "via_sms = 1", "whatsapp": "via_whatsapp = 1"}
 _ERROR_COLUMN = {"mobile": "error_mobile", "api": "error_api"}
 
 
+def inbox_query(
+    search: str = "", status: str | None = None, via: Via | None = None, limit: int = 100
+) -> tuple[str, tuple[object, ...]]:
+    """The web inbox's sent messages of every account: newest first on sandbox_sent_recent.
+
+    Searched as plain text (strpos, not LIKE), lower-cased by smsbridge_lower (Unicode, whatever the
+    database's locale) on both sides.
+    """
+    sql = f"SELECT * FROM sandbox_sent WHERE {_VIA[via]}"  # noqa: S608 (fixed conditions)
+    args: tuple[object, ...] = ()
+    if search:
+        sql += (
+            " AND (strpos(smsbridge_lower(recipient), smsbridge_lower(%s)) > 0"
+            " OR strpos(smsbridge_lower(message), smsbridge_lower(%s)) > 0)"
+        )
+        args += (search, search)
+    if status:
+        sql += " AND status = %s"
+        args += (status,)
+    return sql + " ORDER BY created_at DESC, seq DESC LIMIT %s", (*args, limit)
+
+
+def inbox_received_query(search: str = "", limit: int = 100) -> tuple[str, tuple[object, ...]]:
+    """The web inbox's received messages of every account: newest first on sandbox_received_recent."""
+    sql = "SELECT * FROM sandbox_received"
+    args: tuple[object, ...] = ()
+    if search:
+        sql += (
+            " WHERE strpos(smsbridge_lower(number), smsbridge_lower(%s)) > 0"
+            " OR strpos(smsbridge_lower(message), smsbridge_lower(%s)) > 0"
+        )
+        args = (search, search)
+    return sql + " ORDER BY received_at DESC, id DESC LIMIT %s", (*args, limit)
+
+
 class PostgresSandboxStore(SandboxStore):
     """The sandbox's data in the shared PostgreSQL database at `url` (or in `database`, its pool)."""
 
@@ -276,16 +311,7 @@ class PostgresSandboxStore(SandboxStore):
     def inbox(
         self, *, search: str = "", status: str | None = None, via: Via | None = None, limit: int = 100
     ) -> list[Record]:
-        sql = f"SELECT * FROM sandbox_sent WHERE {_VIA[via]}"  # noqa: S608 (fixed conditions)
-        args: tuple[object, ...] = ()
-        if search:
-            sql += " AND (strpos(lower(recipient), %s) > 0 OR strpos(lower(message), %s) > 0)"
-            args += (search.lower(), search.lower())
-        if status:
-            sql += " AND status = %s"
-            args += (status,)
-        sql += " ORDER BY created_at DESC, seq DESC LIMIT %s"
-        return self._all(sql, (*args, limit))
+        return self._all(*inbox_query(search, status, via, limit))
 
     def sent_message(self, guid: str) -> Record | None:
         return self._run(
@@ -293,13 +319,7 @@ class PostgresSandboxStore(SandboxStore):
         )
 
     def inbox_received(self, *, search: str = "", limit: int = 100) -> list[Record]:
-        sql = "SELECT * FROM sandbox_received"
-        args: tuple[str, ...] = ()
-        if search:
-            sql += " WHERE strpos(lower(number), %s) > 0 OR strpos(lower(message), %s) > 0"
-            args = (search.lower(), search.lower())
-        sql += " ORDER BY received_at DESC, id DESC LIMIT %s"
-        return self._all(sql, (*args, limit))
+        return self._all(*inbox_received_query(search, limit))
 
     # --- helpers -------------------------------------------------------------------------------------
 

@@ -58,8 +58,13 @@ ALTER TABLE webhook_events DROP COLUMN format;
 CREATE INDEX IF NOT EXISTS webhook_events_delivered ON webhook_events (delivered_at)
     WHERE status = 'delivered';
 """
+#: the web inbox's message page asks for a message's events every few seconds: an index on the guid their
+#: data names (the very expression ABOUT_SQL filters on, else SQLite cannot use it), then their age
+BY_GUID = """
+CREATE INDEX IF NOT EXISTS webhook_events_guid ON webhook_events (json_extract(data, '$.guid'), created_at);
+"""
 #: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
-DATABASE = Database("webhooks.sqlite3", (SCHEMA, WITHOUT_TARGETS))
+DATABASE = Database("webhooks.sqlite3", (SCHEMA, WITHOUT_TARGETS, BY_GUID))
 
 #: the statements whose cost must not grow with the events delivered (tests read their query plans)
 COUNT_SQL = "SELECT status, COUNT(*) FROM webhook_events WHERE status IN ('pending', 'dead') GROUP BY status"
@@ -69,6 +74,12 @@ CLAIM_SQL = (
     " SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?"
     " AND lease_until <= ? AND client NOT IN (SELECT value FROM json_each(?))"
     " ORDER BY next_attempt_at LIMIT 1) RETURNING *"
+)
+ABOUT_SQL = "SELECT * FROM webhook_events WHERE json_extract(data, '$.guid') = ? ORDER BY created_at LIMIT ?"
+#: a dead event's columns but its data (the console lists them; it never shows a message)
+DEAD_SQL = (
+    "SELECT id, client, type, created_at, next_attempt_at, lease_until, attempts, status, last_error,"
+    " delivered_at FROM webhook_events WHERE status = 'dead' ORDER BY created_at LIMIT ?"
 )
 
 
@@ -161,13 +172,10 @@ class SqliteOutbox(Outbox):
             )
         )
 
-    def dead(self) -> list[Record]:
-        """Return the events that exhausted their retries."""
-        return self._run(
-            lambda db: db.execute(
-                "SELECT * FROM webhook_events WHERE status = 'dead' ORDER BY created_at"
-            ).fetchall()
-        )
+    def dead(self, limit: int | None = None) -> list[Record]:
+        """Return the events that exhausted their retries, oldest first (`limit` at most), without data."""
+        args = (-1 if limit is None else limit,)  # SQLite: a negative LIMIT is none
+        return self._run(lambda db: db.execute(DEAD_SQL, args).fetchall())
 
     def replay(self, event_id: str) -> bool:
         """Deliver a dead event again (same id), with a fresh retry window."""
@@ -209,13 +217,8 @@ class SqliteOutbox(Outbox):
         self._connections.close()
 
     def about(self, guid: str, limit: int = 50) -> list[Record]:
-        return self._run(
-            lambda db: db.execute(
-                "SELECT * FROM webhook_events WHERE json_extract(data, '$.guid') = ?"
-                " ORDER BY created_at LIMIT ?",
-                (guid, limit),
-            ).fetchall()
-        )
+        """Return up to `limit` events whose data names message `guid`, oldest first (webhook_events_guid)."""
+        return self._run(lambda db: db.execute(ABOUT_SQL, (guid, limit)).fetchall())
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Return `work(db)`, waiting for a lock cooperatively; raise StorageUnavailable when it cannot be."""

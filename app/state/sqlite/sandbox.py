@@ -120,8 +120,14 @@ CREATE TABLE IF NOT EXISTS emails (
 );
 CREATE INDEX IF NOT EXISTS emails_folder ON emails (account, mailbox, folder, at);
 """
+#: the web inbox lists every account's messages newest first: an index on their age alone (its entries
+#: end with the rowid, so the order is the inbox's own, read backwards, without sorting)
+RECENT = """
+CREATE INDEX IF NOT EXISTS sent_sms_recent ON sent_sms (created_at);
+CREATE INDEX IF NOT EXISTS received_sms_recent ON received_sms (received_at);
+"""
 #: the file and its migrations, oldest first: append, never edit (its user_version counts those applied)
-DATABASE = Database("sandbox.sqlite3", (SCHEMA, EXTRAS))
+DATABASE = Database("sandbox.sqlite3", (SCHEMA, EXTRAS, RECENT))
 
 INSERT_SENT = """
 INSERT INTO sent_sms (guid, account, recipient, message, port, sidentifiant, via_sms, via_whatsapp,
@@ -137,15 +143,60 @@ RETURNING *
 #: the sent log's channel filters, and the error columns of a failure: fixed SQL, never a caller's text
 _VIA = {None: "1 = 1", "sms": "via_sms = 1", "whatsapp": "via_whatsapp = 1"}
 _ERROR_COLUMN = {"mobile": "error_mobile", "api": "error_api"}
+#: the Unicode lower-casing the inbox's search uses (SQLite's own lower() folds ASCII only), registered
+#: on each of the store's connections
+LOWER = "unicode_lower"
+
+
+def unicode_lower(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    """Return `value` lower-cased as Python does (Unicode), when it is text."""
+    return value.lower() if isinstance(value, str) else value
+
+
+class _Connections(ThreadConnections):
+    """The store's connections, each of which knows LOWER (deterministic: usable anywhere in SQL)."""
+
+    def get(self) -> sqlite3.Connection:
+        db = super().get()
+        if getattr(self._local, "knows_lower", None) is not db:
+            db.create_function(LOWER, 1, unicode_lower, deterministic=True)
+            self._local.knows_lower = db
+        return db
+
+
+def inbox_query(
+    search: str = "", status: str | None = None, via: Via | None = None, limit: int = 100
+) -> tuple[str, tuple[object, ...]]:
+    """The web inbox's sent messages of every account: newest first on sent_sms_recent.
+
+    Searched as plain text (instr, not LIKE), lower-cased by LOWER (Unicode) on both sides.
+    """
+    sql = f"SELECT * FROM sent_sms WHERE {_VIA[via]}"  # noqa: S608 (fixed conditions)
+    args: tuple[object, ...] = ()
+    if search:
+        sql += f" AND (instr({LOWER}(recipient), {LOWER}(?)) > 0 OR instr({LOWER}(message), {LOWER}(?)) > 0)"
+        args += (search, search)
+    if status:
+        sql += " AND status = ?"
+        args += (status,)
+    return sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit)
+
+
+def inbox_received_query(search: str = "", limit: int = 100) -> tuple[str, tuple[object, ...]]:
+    """The web inbox's received messages of every account: newest first on received_sms_recent."""
+    sql = "SELECT * FROM received_sms"
+    args: tuple[object, ...] = ()
+    if search:
+        sql += f" WHERE instr({LOWER}(number), {LOWER}(?)) > 0 OR instr({LOWER}(message), {LOWER}(?)) > 0"
+        args = (search, search)
+    return sql + " ORDER BY received_at DESC, id DESC LIMIT ?", (*args, limit)
 
 
 class SqliteSandboxStore(SandboxStore):
     """The sandbox's data in sandbox.sqlite3."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._db = ThreadConnections(
-            data_dir / DATABASE.file_name, DATABASE.migrations, busy_slice=BUSY_SLICE
-        )
+        self._db = _Connections(data_dir / DATABASE.file_name, DATABASE.migrations, busy_slice=BUSY_SLICE)
 
     # --- accounts ------------------------------------------------------------------------------------
 
@@ -356,28 +407,15 @@ class SqliteSandboxStore(SandboxStore):
     def inbox(
         self, *, search: str = "", status: str | None = None, via: Via | None = None, limit: int = 100
     ) -> list[Record]:
-        sql = f"SELECT * FROM sent_sms WHERE {_VIA[via]}"  # noqa: S608 (fixed conditions)
-        args: tuple[object, ...] = ()
-        if search:
-            sql += " AND (instr(lower(recipient), ?) > 0 OR instr(lower(message), ?) > 0)"
-            args += (search.lower(), search.lower())
-        if status:
-            sql += " AND status = ?"
-            args += (status,)
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        return self._run(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        sql, args = inbox_query(search, status, via, limit)
+        return self._run(lambda db: db.execute(sql, args).fetchall())
 
     def sent_message(self, guid: str) -> Record | None:
         return self._run(lambda db: db.execute("SELECT * FROM sent_sms WHERE guid = ?", (guid,)).fetchone())
 
     def inbox_received(self, *, search: str = "", limit: int = 100) -> list[Record]:
-        sql = "SELECT * FROM received_sms"
-        args: tuple[str, ...] = ()
-        if search:
-            sql += " WHERE instr(lower(number), ?) > 0 OR instr(lower(message), ?) > 0"
-            args = (search.lower(), search.lower())
-        sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
-        return self._run(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        sql, args = inbox_received_query(search, limit)
+        return self._run(lambda db: db.execute(sql, args).fetchall())
 
     # --- helpers -------------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -195,3 +197,131 @@ def test_account_page_shows_calls_and_notifications_escaped(sandbox: FlaskClient
     html = sandbox.get(account[1]).get_data(as_text=True)
     assert "+32470777888" in html and "missed" in html
     assert SCRIPT not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# --- bad input, managed clients' accounts, what one page reads ------------------------------------------
+
+
+def test_a_nul_character_anywhere_in_the_inbox_input_is_a_400_page(sandbox: FlaskClient) -> None:
+    """No store keeps U+0000 (PostgreSQL's text refuses it: a retryable 503 there): refused before the view,
+    in the inbox's own error page, whatever the engine."""
+    guid = send(sandbox, "are you coming?", to="+32470555444")
+    html = sandbox.get("/").get_data(as_text=True)
+    token = csrf_of(html)
+    phone = re.search(r'href="/inbox/phones/([0-9a-f]+)/([^"]+)"', html)
+    assert phone
+    account, number = phone[1], phone[2]
+    answers = {
+        "q": sandbox.get("/?q=pizza%00"),
+        "guid": sandbox.get("/inbox/messages/a%00b"),
+        "account": sandbox.get(f"/inbox/accounts/{account}%00"),
+        "phone account": sandbox.get(f"/inbox/phones/{account}%00/{number}"),
+        "number": sandbox.get(f"/inbox/phones/{account}/{number}%00"),
+        "reply text": sandbox.post(
+            f"/ui/phones/{account}/{number}/reply", data={"csrf": token, "text": "yes\x00no"}
+        ),
+        "fail error": sandbox.post(f"/ui/messages/{guid}/fail", data={"csrf": token, "error": "bad\x00"}),
+        "button guid": sandbox.post(f"/ui/messages/{guid}%00/deliver", data={"csrf": token}),
+    }
+    for what, answer in answers.items():
+        assert answer.status_code == 400, (what, answer.status_code)
+        page = answer.get_data(as_text=True)
+        assert answer.mimetype == "text/html" and "NUL character" in page, what
+    received = sandbox.get("/getsms/", query_string={"apikey": KEY}).get_json()
+    assert "yes" not in str(received)  # nothing was stored
+    assert guid not in sandbox.get("/?status=failed").get_data(as_text=True)
+
+
+MANAGED = """
+[clients.shop]
+key_sha256 = ["{digest}"]
+backend = "mobsms"
+upstream_key = "mobsms-key-1"
+failover_backend = "sandbox"
+webhook_url = "http://127.0.0.1:9/hook"
+webhook_secret = "hook-secret"
+"""
+
+
+def test_a_managed_clients_sandbox_failover_account_is_named_and_its_events_reach_its_webhook(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    """A client whose sends fail over to the sandbox files them under its failover credential's account
+    ("client:<name>" without a failover key): the inbox names the client, and its buttons' events go to the
+    client's webhook (they were dropped, addressed to the account's fingerprint, which has no webhook)."""
+    clients = tmp_path / "clients.toml"
+    clients.write_text(MANAGED.format(digest=hashlib.sha256(b"shop-key").hexdigest()))
+    app = make_app("sandbox", clients_file=str(clients), mobsms_url="http://127.0.0.1:9")
+    client = app.test_client()
+    answer = client.post(
+        "/sendsms/", data={"apikey": "shop-key", "recipients": "+32470123456", "message": "Hi"}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    guid = answer.get_json()["result"]["id"]
+    html = client.get("/").get_data(as_text=True)
+    assert guid in html and "<code>shop</code>" in html
+    assert client.post(f"/ui/messages/{guid}/fail", data={"csrf": csrf_of(html)}).status_code == 303
+    events = app.extensions["smsbridge"].events.about(guid)
+    assert [(e["client"], e["type"]) for e in events] == [("shop", "sms.failed")]
+
+
+def test_client_names_are_mapped_once_per_clients_file_not_per_row(
+    make_app: Callable[..., Flask], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reload_at_once: None
+) -> None:
+    from app.service import inbox as inbox_module
+
+    clients = tmp_path / "clients.toml"
+    clients.write_text(MANAGED.format(digest=hashlib.sha256(b"shop-key").hexdigest()))
+    app = make_app("sandbox", clients_file=str(clients), mobsms_url="http://127.0.0.1:9")
+    client = app.test_client()
+    for n in range(5):
+        client.post(
+            "/sendsms/", data={"apikey": "shop-key", "recipients": "+32470123456", "message": f"m{n}"}
+        )
+    digests: list[str] = []
+    real = inbox_module.account_of
+    monkeypatch.setattr(inbox_module, "account_of", lambda key: digests.append(key) or real(key))
+    assert client.get("/").get_data(as_text=True).count("<code>shop</code>") == 5
+    assert len(digests) <= 2  # one client: its upstream key's account and its failover's
+    client.get("/")
+    assert len(digests) <= 2  # the clients file is the same: nothing hashed again
+    clients.write_text(
+        MANAGED.replace("[clients.shop]", "[clients.boutique]").format(
+            digest=hashlib.sha256(b"shop-key").hexdigest()
+        )
+    )
+    html = client.get("/").get_data(as_text=True)
+    assert "<code>shop</code>" not in html  # the file changed: the map is made again
+    assert 2 < len(digests) <= 4
+
+
+def test_the_phone_view_reads_each_log_once(sandbox: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.service import Inbox
+
+    send(sandbox, "hello", to="+32470555444")
+    account = re.search(r'href="/inbox/phones/([0-9a-f]+)/', sandbox.get("/").get_data(as_text=True))
+    assert account
+    reads: list[str] = []
+    for name in ("sent_log", "received_sms"):
+        real = getattr(Inbox, name)
+        monkeypatch.setattr(
+            Inbox, name, lambda self, acc, real=real, name=name: reads.append(name) or real(self, acc)
+        )
+    # A number with no conversation: both origins are looked at, each asking for both logs.
+    assert sandbox.get(f"/inbox/phones/{account[1]}/+32470000999").status_code == 200
+    assert sorted(reads) == ["received_sms", "sent_log"]
+
+
+def test_the_console_lists_a_page_of_dead_events(sandbox: FlaskClient) -> None:
+    from app.service.inbox import DEAD_PAGE
+
+    events = sandbox.application.extensions["smsbridge"].events
+    for n in range(DEAD_PAGE + 3):
+        events.add("client-a", "sms.received", {}, event_id=f"dead-{n:03}")
+        claimed = events.claim()
+        assert claimed is not None
+        events.failed(claimed, "HTTP 500", 0)
+    html = sandbox.get("/console").get_data(as_text=True)
+    listed = re.findall(r"/ui/events/(dead-\d+)/replay", html)
+    assert listed == [f"dead-{n:03}" for n in range(DEAD_PAGE)]  # the oldest page
+    assert f">{DEAD_PAGE + 3}<" in html  # counted whole
