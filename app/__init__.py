@@ -36,11 +36,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(oauth.bp)
     webhook_sources.init_app(app)
     app.register_blueprint(rest_endpoints.bp)
-    if any(b.simulates for b in state.backends) or settings.ui_password:
+    in_use = state.backends_in_use()
+    if any(b.simulates for b in in_use) or settings.ui_password:
         inbox.init_app(app)  # before the passthrough: `/` is the inbox (docs/inbox.md)
     # Any other path goes to the vendor as made for callers whose backend passes it through.
     app.register_blueprint(rest.passthrough_bp)
-    if any(b.simulates for b in state.backends):
+    if any(b.simulates for b in in_use):
         sandbox_console.init_app(app)
     request_log.init_app(app, settings.trusted_proxies)
     # Imported here: urllib3 must not be imported in gunicorn's master (which imports this package).

@@ -104,6 +104,18 @@ class Runtime:
         """Return every backend made so far."""
         return list(self._backends.values())
 
+    def backends_in_use(self) -> list[Backend]:
+        """Return every backend the configuration names: the default, the failover, and each client's.
+
+        Not only those made so far (a backend is made at its first call): whether the inbox is served, and
+        whether the console may open without a password, must not depend on which clients called first.
+        """
+        names = {self.settings.backend, self.settings.failover_backend}
+        if self.access.managed:
+            for entry in self.access.entries():
+                names.update((entry.backend, entry.failover_backend))
+        return [self.backend_for(name) for name in sorted(n for n in names if n)]
+
 
 def init_app(app: Flask, settings: Settings) -> Runtime:
     """Attach the runtime to `app`."""

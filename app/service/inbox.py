@@ -82,7 +82,7 @@ class Inbox:
     @property
     def sandbox(self) -> Backend | None:
         """Return the backend that simulates (the sandbox), if any is in use."""
-        return next((b for b in self.runtime.backends if b.simulates), None)
+        return next((b for b in self.runtime.backends_in_use() if b.simulates), None)
 
     @property
     def store(self) -> SandboxStore:
@@ -230,7 +230,7 @@ class Inbox:
                 "receives_webhooks": b.receives_webhooks,
                 "simulates": b.simulates,
             }
-            for b in self.runtime.backends
+            for b in self.runtime.backends_in_use()
         ]
 
     def queue(self) -> dict[str, int]:

@@ -42,12 +42,12 @@ POLL_MS = 2000
 
 def inbox_on() -> bool:
     """The inbox is served when a backend in use simulates (the sandbox)."""
-    return any(b.simulates for b in runtime().backends)
+    return any(b.simulates for b in runtime().backends_in_use())
 
 
 def console_on() -> bool:
     """The console: with the sandbox alone, as the inbox; with any other backend, only behind the password."""
-    backends = runtime().backends
+    backends = runtime().backends_in_use()
     return bool(runtime().settings.ui_password) or (bool(backends) and all(b.simulates for b in backends))
 
 

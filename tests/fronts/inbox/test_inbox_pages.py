@@ -168,6 +168,26 @@ def test_console_with_a_real_backend_is_off_without_the_password(make_app: Calla
     assert client.get("/").is_json
 
 
+def test_a_failover_to_a_real_backend_closes_the_console_before_it_is_ever_used(
+    make_app: Callable[..., Flask],
+) -> None:
+    """The sandbox fails over to mobsms, which no send has needed yet: the backends made so far were all
+    the sandbox, and the console opened with no password. It counts the backends configured."""
+    client = make_app("sandbox", failover_backend="mobsms", failover_key="mobsms-key-1").test_client()
+    assert client.get("/console").status_code == 404
+    assert client.get("/").status_code == 200  # the sandbox's inbox stays open
+
+
+def test_the_inbox_is_served_from_the_start_when_the_sandbox_is_the_failover(
+    make_app: Callable[..., Flask],
+) -> None:
+    """mobsms fails over to the sandbox: what a failover sends lands in the sandbox, so its inbox is there
+    from the start, not only once a failover has happened (create_app registers it once)."""
+    client = make_app("mobsms", failover_backend="sandbox").test_client()
+    assert client.get("/").status_code == 200
+    assert client.get("/console").status_code == 404
+
+
 def test_console_with_a_real_backend_masks_numbers_and_shows_no_text(make_app: Callable[..., Flask]) -> None:
     client = make_app("mobsms", ui_password="pw-for-ops").test_client()
     sent = client.post(
