@@ -20,6 +20,7 @@ Records are read by column name (`record["fingerprint"]`): a sqlite3.Row, or a d
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,10 @@ LEASE_SECONDS = 120
 #: the first retry of a failed webhook attempt, doubling up to the longest (jitter ±50 %)
 FIRST_RETRY_SECONDS = 2.0
 LONGEST_RETRY_SECONDS = 3600.0
+#: the retries' jitter draws from a generator of its own: the random module's shared one is the whole
+#: process's (a library seeding or checking it, as hypothesis does in the tests, must not see the
+#: deliverer's draws, nor change them)
+JITTER = random.Random()  # noqa: S311 (jitter, not a secret)
 #: how often, at most, a process sweeps expired rows (idempotency keys, delivered events)
 SWEEP_SECONDS = 60
 

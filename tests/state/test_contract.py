@@ -14,6 +14,7 @@ import itertools
 import json
 import multiprocessing
 import multiprocessing.pool
+import random
 import subprocess
 import sys
 import time
@@ -358,6 +359,19 @@ def test_a_released_lease_gives_the_attempt_back_and_skipped_clients_wait(engine
     store.release("e-busy")
     again = store.claim(now)
     assert again is not None and (again["id"], again["attempts"]) == ("e-busy", 1)
+
+
+def test_a_failed_attempts_jitter_leaves_the_random_modules_state_alone(engine: Engine) -> None:
+    """The deliverer's retries drew their jitter from the random module's shared generator: a library that
+    watches it (hypothesis, in the contract tests) saw a background deliverer's draw as its own and failed
+    as flaky. The jitter has a generator of its own."""
+    store = engine.outbox()
+    store.add("client-a", "sms.received", {}, event_id="jitter")
+    claimed = store.claim(time.time())
+    assert claimed is not None
+    before = random.getstate()
+    store.failed(claimed, "HTTP 500", 86400)
+    assert random.getstate() == before
 
 
 def test_failures_back_off_then_the_event_is_dead_replayed_and_purged(engine: Engine) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ import psycopg
 
 from app.state.base import (
     FIRST_RETRY_SECONDS,
+    JITTER,
     LEASE_SECONDS,
     LONGEST_RETRY_SECONDS,
     SWEEP_SECONDS,
@@ -137,7 +137,7 @@ class PostgresOutbox(Outbox):
         """Record a failed attempt (fenced by its attempt): retry with backoff, or dead past the window."""
         now = time.time()
         wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
-        wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+        wait *= JITTER.uniform(0.5, 1.5)
         dead = now + wait - event["created_at"] > retry_window
         args = ("dead" if dead else "pending", now + wait, error[:300], event["id"], event["attempts"])
         self._db.run(

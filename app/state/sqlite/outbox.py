@@ -7,7 +7,6 @@ deliverer; the rules every outbox keeps are app.state.base.Outbox's.
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
 import time
 import uuid
@@ -17,6 +16,7 @@ from typing import TypeVar
 
 from app.state.base import (
     FIRST_RETRY_SECONDS,
+    JITTER,
     LEASE_SECONDS,
     LONGEST_RETRY_SECONDS,
     SWEEP_SECONDS,
@@ -160,7 +160,7 @@ class SqliteOutbox(Outbox):
         """Record a failed attempt: retry later with backoff and jitter, or give up after the window."""
         now = time.time()
         wait = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (event["attempts"] - 1))
-        wait *= random.uniform(0.5, 1.5)  # noqa: S311 (jitter, not a secret)
+        wait *= JITTER.uniform(0.5, 1.5)
         dead = now + wait - event["created_at"] > retry_window
         args = ("dead" if dead else "pending", now + wait, error[:300], event["id"], event["attempts"])
         # Fenced by the attempt: a late outcome never ends a newer attempt, nor undoes a delivery.
