@@ -10,7 +10,7 @@ import zeep
 
 from app.access.resolution import hash_key
 from tests.harness.fakes.mobsms import FakeMobsms
-from tests.harness.gunicorn import served_by, start_bridge
+from tests.harness.gunicorn import ready_workers, served_by, start_bridge
 from tests.harness.redis import RedisServer
 
 CLIENT_KEY = "acme-client-key-7f3a"
@@ -57,11 +57,13 @@ upstream_key_env = "ACME_MOBSMS_KEY"
         assert token.status_code == 200
         assert token.headers["Cache-Control"] == "no-store"
         access_token = token.json()["access_token"]
-        # Requests on new connections until both workers have accepted the token.
+        # Both workers up first (on a loaded machine the second may still be booting), then requests on
+        # new connections until both have accepted the token.
+        ready_workers(bridge, 2)
         probes: list[str] = []
         workers: set[int] = set()
         while len(workers) < 2:
-            assert len(probes) < 40, "one worker answered every request"
+            assert len(probes) < 200, "one worker answered every request"
             probes.append(f"token-{len(probes)}")
             by_token = requests.get(
                 bridge.url + "/sendsms",
