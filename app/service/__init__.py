@@ -16,11 +16,11 @@ from app.backends import Backend, backend_class, webhook_source_names
 from app.errors import StorageUnavailable
 from app.service import phone_events
 from app.service.bridge import Runtime, runtime
-from app.service.context import RequestContext, begin, current, current_or_none, new_request_id
+from app.service.context import current, current_or_none
 from app.service.delivery import deliver
 from app.service.idempotency import PARAMETER as IDEMPOTENCY_PARAMETER
 from app.service.idempotency import fingerprint, requested_key
-from app.service.inbox import Inbox, MessageRow, ReceivedRow
+from app.service.inbox import Inbox
 from app.state.limits import limiter_storage
 from app.state.sqlite.db import trouble
 
@@ -38,13 +38,9 @@ __all__ = [
     "IDEMPOTENCY_PARAMETER",
     "Backend",
     "Inbox",
-    "MessageRow",
     "Principal",
-    "ReceivedRow",
-    "RequestContext",
     "Runtime",
     "backend_class",
-    "begin",
     "current",
     "current_or_none",
     "deliver",
@@ -52,7 +48,6 @@ __all__ = [
     "hash_key",
     "is_token",
     "limiter_storage",
-    "new_request_id",
     "phone_events",
     "requested_key",
     "runtime",

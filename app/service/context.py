@@ -53,8 +53,8 @@ class RequestContext:
     principal_key: str | None = None
     #: the key the request's rate limit is counted under
     limit_key: str | None = None
-    #: a webhook source's checked (source, client) pair, checked once
-    signed_source: Any = None
+    #: a webhook source's (source, client) pair, checked once: None not checked yet, () checked and unsigned
+    signed_source: tuple[str, str] | tuple[()] | None = None
     #: the request's Idempotency-Key, when it has one
     idempotency_key: str | None = None
     #: True when the request provably sent nothing (an idempotency claim is then given up)

@@ -100,10 +100,6 @@ class PostgresOutbox(Outbox):
         self._db.run(add, store=STORE, undone=UNDONE, atomic=True)
         return event_id
 
-    def notify(self) -> None:
-        """Wake the deliverers listening on every host (events made due by other means: a replay)."""
-        self._db.run(lambda db: db.execute(NOTIFY_SQL), store=STORE, undone="no deliverer was woken")
-
     def claim(self, now: float | None = None, *, skip_clients: frozenset[str] = frozenset()) -> Record | None:
         """Lease the next due event for one attempt (attempts + 1), skipping `skip_clients`' events."""
         args = {"now": now, "lease": LEASE_SECONDS, "skip": sorted(skip_clients)}
